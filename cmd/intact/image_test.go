@@ -1,0 +1,241 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/intact-project/intact/internal/sampleimage"
+	"github.com/intact-project/intact/internal/testpki"
+	"github.com/intact-project/intact/oci"
+)
+
+// imageFixture is an in-process registry with a pushed sample image and a
+// test PKI on disk.
+type imageFixture struct {
+	addr  string
+	ref   string
+	files testpki.Files
+	other testpki.Files
+}
+
+func newImageFixture(t *testing.T, platforms ...string) *imageFixture {
+	t.Helper()
+	ctx := context.Background()
+	s, err := oci.StartServer(ctx, oci.ServerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(context.Background()) })
+	ref := s.Addr + "/cli/sample:v1"
+	repo, err := oci.Open(ctx, ref, oci.RemoteOptions{PlainHTTP: true, NoCredentials: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := sampleimage.Build(sampleimage.Options{Platforms: platforms})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := img.Push(ctx, repo.Target, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	f := &imageFixture{addr: s.Addr, ref: ref}
+	f.files = testpki.MustNew(t, testpki.Options{Name: "cli"}).MustWriteDir(t, filepath.Join(dir, "pki"))
+	f.other = testpki.MustNew(t, testpki.Options{Name: "other"}).MustWriteDir(t, filepath.Join(dir, "other"))
+	return f
+}
+
+func TestImageSignVerifyInspectCLI(t *testing.T) {
+	f := newImageFixture(t, "linux/amd64", "linux/arm64")
+	code, out, stderr := runCLI(t, "image", "sign", f.ref, "--plain-http", "--no-credentials", "--all-platforms",
+		"--key", f.files.KeyPEM, "--cert", f.files.CertPEM, "--json")
+	if code != 0 {
+		t.Fatalf("sign: exit %d: %s", code, stderr)
+	}
+	var res []oci.SignResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil || len(res) != 1 || len(res[0].Platforms) != 2 {
+		t.Fatalf("sign --json: %v\n%s", err, out)
+	}
+	l := res[0].Platforms[0].Layers[0]
+	if !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(l.RootHash) || l.DiffID == "" || l.SignatureDigest == "" || l.TarSize == 0 || l.MetadataSize%512 != 0 || l.TreeSize == 0 {
+		t.Fatalf("layer summary %+v", l)
+	}
+
+	code, out, stderr = runCLI(t, "image", "verify", f.ref, "--plain-http", "--no-credentials", "--all-platforms", "--ca", f.files.RootPEM, "--full")
+	if code != 0 || !strings.Contains(out, "verified ") {
+		t.Fatalf("verify: exit %d\n%s\n%s", code, out, stderr)
+	}
+	code, out, _ = runCLI(t, "image", "verify", f.ref, "--plain-http", "--no-credentials", "--platform", "linux/arm64", "--ca", f.files.RootPEM, "--json")
+	var rep oci.VerifyReport
+	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil || !rep.OK || len(rep.Platforms) != 1 || rep.Platforms[0].Platform != "linux/arm64" {
+		t.Fatalf("verify --platform --json: exit %d\n%s", code, out)
+	}
+
+	// Another CA: exit 1, a per-layer report, one error line.
+	code, out, stderr = runCLI(t, "image", "verify", f.ref, "--plain-http", "--no-credentials", "--all-platforms", "--ca", f.other.RootPEM)
+	if code != 1 || strings.Count(out, "FAIL layer") != 6 || !strings.HasPrefix(stderr, "intact: image verification failed: ") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+		t.Fatalf("verify with another CA: exit %d\n%s\n%s", code, out, stderr)
+	}
+
+	code, out, stderr = runCLI(t, "image", "inspect", f.ref, "--plain-http", "--no-credentials", "--all-platforms", "--json")
+	var ins oci.InspectResult
+	if code != 0 || json.Unmarshal([]byte(out), &ins) != nil || len(ins.Platforms) != 2 || len(ins.Platforms[0].Referrers) != 1 ||
+		!ins.Platforms[0].Referrers[0].Selected || !strings.Contains(ins.Platforms[0].Referrers[0].Layers[0].Signer, "cli signer") {
+		t.Fatalf("inspect: exit %d\n%s\n%s", code, out, stderr)
+	}
+	code, out, _ = runCLI(t, "image", "inspect", f.ref, "--plain-http", "--no-credentials", "--all-platforms")
+	if code != 0 || !strings.Contains(out, "* referrer sha256:") {
+		t.Fatalf("inspect: exit %d\n%s", code, out)
+	}
+}
+
+func TestImageOCILayoutCLI(t *testing.T) {
+	files := testpki.MustNew(t, testpki.Options{}).MustWriteDir(t, t.TempDir())
+	dir := t.TempDir()
+	repo, err := oci.Open(context.Background(), "v1", oci.RemoteOptions{OCILayout: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, _ := sampleimage.Build(sampleimage.Options{})
+	if err := img.Push(context.Background(), repo.Target, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	repo.Close()
+	if code, _, stderr := runCLI(t, "image", "sign", "v1", "--oci-layout", dir, "--key", files.KeyPEM, "--cert", files.CertPEM); code != 0 {
+		t.Fatalf("sign: %d %s", code, stderr)
+	}
+	if code, out, stderr := runCLI(t, "image", "verify", "v1", "--oci-layout", dir, "--ca", files.RootPEM, "--full"); code != 0 {
+		t.Fatalf("verify: %d %s %s", code, out, stderr)
+	}
+}
+
+// TestImageBadInputs: every bad input gives one clear line and a non-zero
+// exit, never a panic.
+func TestImageBadInputs(t *testing.T) {
+	f := newImageFixture(t)
+	closed := closedPort(t)
+	r := []string{"--plain-http", "--no-credentials"}
+	k := []string{"--key", f.files.KeyPEM, "--cert", f.files.CertPEM}
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"sign without key", append([]string{"image", "sign", f.ref}, r...), 2, "--key and --cert are required"},
+		{"missing key file", append([]string{"image", "sign", f.ref, "--key", "/nonexistent/key.pem", "--cert", f.files.CertPEM}, r...), 1, "--key /nonexistent/key.pem"},
+		{"key for another cert", append([]string{"image", "sign", f.ref, "--key", f.other.KeyPEM, "--cert", f.files.CertPEM}, r...), 1, "key does not match certificate"},
+		{"cert is a key", append([]string{"image", "sign", f.ref, "--key", f.files.KeyPEM, "--cert", f.files.KeyPEM}, r...), 1, "--cert"},
+		{"bad reference", append(append([]string{"image", "sign", "UPPER CASE/@@"}, k...), r...), 1, "reference"},
+		{"unknown tag", append(append([]string{"image", "sign", f.addr + "/cli/sample:nope"}, k...), r...), 1, "not found"},
+		{"bad platform", append(append([]string{"image", "sign", f.ref, "--platform", "amd64"}, k...), r...), 2, "os/arch"},
+		{"platform and all", append(append([]string{"image", "sign", f.ref, "--platform", "linux/amd64", "--all-platforms"}, k...), r...), 2, "exclude"},
+		{"bad notation format", append(append([]string{"image", "sign", f.ref, "--notation", "--notation-format", "xml"}, k...), r...), 2, "cose or jws"},
+		{"unreachable registry", append(append([]string{"image", "sign", closed + "/x/y:v1", "--timeout", "1s"}, k...), r...), 1, "connect"},
+		{"verify without ca", append([]string{"image", "verify", f.ref}, r...), 2, "--ca is required"},
+		{"verify missing ca", append([]string{"image", "verify", f.ref, "--ca", "/nonexistent.pem"}, r...), 1, "--ca /nonexistent.pem"},
+		{"verify unsigned", append([]string{"image", "verify", f.ref, "--ca", f.files.RootPEM}, r...), 1, "no dm-verity referrer"},
+		{"verify two refs", append([]string{"image", "verify", f.ref, f.ref, "--ca", f.files.RootPEM}, r...), 2, "accepts 1 arg"},
+		{"layout not a dir", []string{"image", "inspect", "v1", "--oci-layout", "/nonexistent"}, 1, "not a directory"},
+		{"plain-http with layout", []string{"image", "inspect", "v1", "--oci-layout", t.TempDir(), "--plain-http"}, 2, "--plain-http"},
+		{"serve on a public address", []string{"registry", "serve", "--addr", "0.0.0.0:5000"}, 2, "not a loopback address"},
+		{"serve bad address", []string{"registry", "serve", "--addr", "nonsense"}, 2, "--addr"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := runCLI(t, tc.args...)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d; stderr %q", code, tc.code, stderr)
+			}
+			first := strings.SplitN(stderr, "\n", 2)[0]
+			if !strings.HasPrefix(first, "intact: ") || !strings.Contains(first, tc.want) {
+				t.Fatalf("stderr %q does not name %q", stderr, tc.want)
+			}
+			if strings.Contains(stderr, "panic") || strings.Contains(stderr, "goroutine ") {
+				t.Fatalf("panic: %s", stderr)
+			}
+		})
+	}
+}
+
+func closedPort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader in parallel.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestRegistryServeCLI runs `intact registry serve` in process, pushes,
+// signs and verifies through it, then stops it with its context.
+func TestRegistryServeCLI(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb syncBuffer
+	dir := t.TempDir()
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"registry", "serve", "--addr", "127.0.0.1:0", "--dir", dir, "--json"}, strings.NewReader(""), &out, &errb)
+	}()
+	var info struct {
+		Addr string `json:"addr"`
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for json.Unmarshal([]byte(out.String()), &info) != nil || info.Addr == "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("no address printed: %q %q", out.String(), errb.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	repo, err := oci.Open(ctx, info.Addr+"/served/app:v1", oci.RemoteOptions{PlainHTTP: true, NoCredentials: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, _ := sampleimage.Build(sampleimage.Options{})
+	if err := img.Push(ctx, repo.Target, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	files := testpki.MustNew(t, testpki.Options{}).MustWriteDir(t, t.TempDir())
+	if code, _, stderr := runCLI(t, "image", "sign", info.Addr+"/served/app:v1", "--plain-http", "--no-credentials", "--key", files.KeyPEM, "--cert", files.CertPEM); code != 0 {
+		t.Fatalf("sign: %s", stderr)
+	}
+	if code, _, stderr := runCLI(t, "image", "verify", info.Addr+"/served/app:v1", "--plain-http", "--no-credentials", "--ca", files.RootPEM); code != 0 {
+		t.Fatalf("verify: %s", stderr)
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("serve exited %d: %s", code, errb.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) == 0 {
+		t.Fatalf("--dir holds nothing: %v", err)
+	}
+}

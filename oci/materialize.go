@@ -1,0 +1,147 @@
+package oci
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/intact-project/intact/internal/atomicfile"
+	"github.com/intact-project/intact/layer"
+	"github.com/intact-project/intact/verity"
+)
+
+// Materialized is a layer's data device and hash tree on disk, as a host
+// builds them from a referrer (specs/interop.md, "Materialization").
+type Materialized struct {
+	Data     string // layer.erofs: metadata ‖ decompressed tar ‖ zeros to 4096
+	Tree     string // layer.erofs.hashtree: superblock at 0, then the tree
+	RootHash string
+}
+
+// Materialize writes dir/layer.erofs and dir/layer.erofs.hashtree for layer
+// l from its referrer entry e, then checks every data block against the
+// tree and the signed root hash (what the kernel's dm-verity does lazily on
+// each read). It does not check the signature: call Verify first.
+func (r *Repo) Materialize(ctx context.Context, l ocispec.Descriptor, e *BundleLayer, dir string, maxLayerSize int64) (*Materialized, error) {
+	meta, err := r.FetchAll(ctx, e.Metadata, maxMetadataInMemory)
+	if err != nil {
+		return nil, fmt.Errorf("EROFS metadata: %w", err)
+	}
+	m := &Materialized{Data: filepath.Join(dir, "layer.erofs"), Tree: filepath.Join(dir, "layer.erofs.hashtree"), RootHash: e.RootHash}
+	df, err := atomicfile.Create(m.Data, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer df.Abort()
+	if _, err := df.Write(meta); err != nil {
+		return nil, fmt.Errorf("write %s: %w", m.Data, err)
+	}
+	rc, err := r.Open(ctx, l)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	tar, err := decompressLayer(rc, l.MediaType, maxLayerSize)
+	if err != nil {
+		return nil, err
+	}
+	defer tar.Close()
+	n, err := io.Copy(df, tar)
+	if err == nil && n > limitOrDefault(maxLayerSize) {
+		err = fmt.Errorf("%w: decompresses to more than %d bytes", layer.ErrTooLarge, limitOrDefault(maxLayerSize))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
+	}
+	total := int64(len(meta)) + n
+	if pad := (dataDeviceAlign - total%dataDeviceAlign) % dataDeviceAlign; pad > 0 {
+		if _, err := df.Write(make([]byte, pad)); err != nil {
+			return nil, fmt.Errorf("write %s: %w", m.Data, err)
+		}
+		total += pad
+	}
+	tf, err := atomicfile.Create(m.Tree, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer tf.Abort()
+	trc, err := r.Open(ctx, e.Tree)
+	if err != nil {
+		return nil, err
+	}
+	defer trc.Close()
+	if _, err := io.Copy(tf, io.LimitReader(trc, e.Tree.Size+1)); err != nil {
+		return nil, fmt.Errorf("hash tree: %w", err)
+	}
+	p, err := verity.ReadSuperblock(tf.File, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%w: hash tree: %w", ErrLayerMismatch, err)
+	}
+	if p.DataBlocks*uint64(p.DataBlockSize) != uint64(total) {
+		return nil, fmt.Errorf("%w: the tree covers %d bytes, the data device is %d", ErrLayerMismatch, p.DataBlocks*uint64(p.DataBlockSize), total)
+	}
+	root, err := hex.DecodeString(e.RootHash)
+	if err != nil {
+		return nil, fmt.Errorf("%w: root hash %q", ErrMalformed, e.RootHash)
+	}
+	if err := verity.Verify(ctx, p, root, df.File, tf.File, nil); err != nil {
+		return nil, fmt.Errorf("%w: layer %s: %w", ErrLayerMismatch, l.Digest, err)
+	}
+	if err := df.Commit(); err != nil {
+		return nil, err
+	}
+	if err := tf.Commit(); err != nil {
+		os.Remove(m.Data)
+		return nil, err
+	}
+	return m, nil
+}
+
+func limitOrDefault(n int64) int64 {
+	if n <= 0 {
+		return layer.DefaultMaxSize
+	}
+	return n
+}
+
+// decompressLayer returns the tar of a layer blob, decompressed as its media
+// type says (what a host does when it materializes), reading at most one
+// byte beyond the size limit.
+func decompressLayer(r io.Reader, mediaType string, max int64) (io.ReadCloser, error) {
+	lim := limitOrDefault(max) + 1
+	switch {
+	case strings.HasSuffix(mediaType, "+gzip") || strings.HasSuffix(mediaType, ".gzip"):
+		zr, err := gzip.NewReader(r)
+		if err != nil {
+			return nil, fmt.Errorf("%w: gzip: %w", layer.ErrCorruptInput, err)
+		}
+		return readCloser{io.LimitReader(zr, lim), zr}, nil
+	case strings.HasSuffix(mediaType, "+zstd"):
+		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(128<<20))
+		if err != nil {
+			return nil, fmt.Errorf("%w: zstd: %w", layer.ErrCorruptInput, err)
+		}
+		return readCloser{io.LimitReader(zr, lim), closerFunc(func() error { zr.Close(); return nil })}, nil
+	case isLayerMediaType(mediaType):
+		return io.NopCloser(io.LimitReader(r, lim)), nil
+	}
+	return nil, fmt.Errorf("%w: layer media type %q", ErrUnsupported, mediaType)
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
