@@ -34,7 +34,6 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
-	"testing"
 	"time"
 )
 
@@ -181,8 +180,16 @@ func New(opts Options) (*PKI, error) {
 	return p, nil
 }
 
+// TB is the part of testing.TB the Must helpers use. Declaring it here keeps
+// package testing out of binaries that use testpki outside tests (the
+// quickstart's throwaway keys).
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+}
+
 // MustNew is New for tests: it fails t on error.
-func MustNew(t testing.TB, opts Options) *PKI {
+func MustNew(t TB, opts Options) *PKI {
 	t.Helper()
 	p, err := New(opts)
 	if err != nil {
@@ -298,7 +305,7 @@ func (p *PKI) WriteDir(dir string) (Files, error) {
 }
 
 // MustWriteDir is WriteDir for tests: it fails t on error.
-func (p *PKI) MustWriteDir(t testing.TB, dir string) Files {
+func (p *PKI) MustWriteDir(t TB, dir string) Files {
 	t.Helper()
 	f, err := p.WriteDir(dir)
 	if err != nil {
