@@ -1,0 +1,99 @@
+package layer
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Compression is the detected compression of a layer blob.
+type Compression string
+
+// Compressions intact detects.
+const (
+	CompressionNone Compression = "none"
+	CompressionGzip Compression = "gzip"
+	CompressionZstd Compression = "zstd"
+)
+
+var (
+	magicGzip  = []byte{0x1f, 0x8b}
+	magicZstd  = []byte{0x28, 0xb5, 0x2f, 0xfd}
+	magicXz    = []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}
+	magicBzip2 = []byte("BZh")
+)
+
+// zstdMaxWindow caps the zstd window (and so the decoder's memory).
+const zstdMaxWindow = 128 << 20
+
+// decompress detects the compression of r from its first bytes and returns
+// the uncompressed stream.
+func decompress(r *bufio.Reader) (io.ReadCloser, Compression, error) {
+	head, err := r.Peek(6)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, "", fmt.Errorf("read layer: %w", err)
+	}
+	switch {
+	case bytes.HasPrefix(head, magicGzip):
+		zr, err := gzip.NewReader(r)
+		if err != nil {
+			return nil, "", fmt.Errorf("%w: gzip: %v", ErrCorruptInput, err)
+		}
+		return zr, CompressionGzip, nil
+	case bytes.HasPrefix(head, magicZstd):
+		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(zstdMaxWindow), zstd.WithDecoderLowmem(false))
+		if err != nil {
+			return nil, "", fmt.Errorf("%w: zstd: %v", ErrCorruptInput, err)
+		}
+		return zstdCloser{zr}, CompressionZstd, nil
+	case bytes.HasPrefix(head, magicXz):
+		return nil, "", fmt.Errorf("%w: xz (OCI layers are plain, gzip or zstd)", ErrUnsupportedCompression)
+	case bytes.HasPrefix(head, magicBzip2):
+		return nil, "", fmt.Errorf("%w: bzip2 (OCI layers are plain, gzip or zstd)", ErrUnsupportedCompression)
+	}
+	return io.NopCloser(r), CompressionNone, nil
+}
+
+type zstdCloser struct{ *zstd.Decoder }
+
+func (z zstdCloser) Close() error { z.Decoder.Close(); return nil }
+
+// decompressError wraps errors of the decompressor with the kind of input.
+type decodeReader struct {
+	r    io.Reader
+	kind Compression
+}
+
+func (d *decodeReader) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	if err != nil && err != io.EOF {
+		if errors.Is(err, errLimit) {
+			return n, err
+		}
+		err = fmt.Errorf("%w: %s stream: %v", ErrCorruptInput, d.kind, err)
+	}
+	return n, err
+}
+
+var errLimit = errors.New("size limit")
+
+// limitReader fails once more than max bytes were read.
+type limitReader struct {
+	r   io.Reader
+	n   int64
+	max int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	l.n += int64(n)
+	if l.n > l.max {
+		return n, fmt.Errorf("%w: the uncompressed layer exceeds %d bytes (--max-size): %w", ErrTooLarge, l.max, errLimit)
+	}
+	return n, err
+}
