@@ -1,0 +1,252 @@
+// Package veritydev opens dm-verity devices: it attaches the data (and
+// hash) files to read-only loop devices, hands an optional PKCS#7 root-hash
+// signature to the kernel through a "user" key named in the table's
+// root_hash_sig_key_desc, loads and resumes the verity table that package
+// verity formats (the same table `veritysetup open` loads), and returns the
+// /dev/dm-N node. Closing removes the dm device; the loop devices were
+// attached with autoclear and go with it. Kernel interfaces: package dm
+// (device-mapper ioctls), loop (LOOP_CONFIGURE), keyring (add_key).
+package veritydev
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/intact-project/intact/dm"
+	"github.com/intact-project/intact/keyring"
+	"github.com/intact-project/intact/loop"
+	"github.com/intact-project/intact/verity"
+)
+
+// Sentinel errors (the dm, loop and keyring errors underneath stay
+// reachable with errors.Is/As).
+var (
+	// ErrSignatureRejected: the kernel refused the table because of its
+	// root-hash signature (bad, untrusted, over another root hash) or
+	// because it requires one (dm_verity.require_signatures=1).
+	ErrSignatureRejected = errors.New("veritydev: kernel refused the root-hash signature")
+	ErrBadConfig         = errors.New("veritydev: bad configuration")
+)
+
+// Config describes a device to open.
+type Config struct {
+	Name string // device-mapper name (/dev/mapper/<Name>)
+	Data string // data file or block device
+	Hash string // hash file or block device; empty means Data (tree appended)
+	// Params is the tree layout. Unless Params.NoSuperblock is set, the
+	// superblock at Params.HashOffset of the hash file is read and its
+	// parameters are used (as veritysetup open does); otherwise Params must
+	// be complete, except DataBlocks, which defaults to the data size
+	// divided by the data block size.
+	Params    verity.Params
+	RootHash  []byte
+	Signature []byte // detached PKCS#7 (DER) over the lowercase hex root hash; nil for none
+	Table     verity.TableOptions
+	UUID      string // dm UUID; empty means "INTACT-VERITY-<name>"
+	Log       *slog.Logger
+}
+
+// Device is an open verity device.
+type Device struct {
+	Name   string
+	Path   string // /dev/dm-N
+	Table  string // the table line loaded
+	Signed bool   // a root-hash signature was attached (and accepted by the kernel)
+	Params verity.Params
+	Info   dm.Info
+}
+
+// Open opens a verity device named name over data and hash (hash may be
+// "" for a tree appended to data) with root hash rootHash and, if sig is
+// not nil, its PKCS#7 signature.
+func Open(ctx context.Context, name, data, hash string, p verity.Params, rootHash, sig []byte) (*Device, error) {
+	return OpenConfig(ctx, Config{Name: name, Data: data, Hash: hash, Params: p, RootHash: rootHash, Signature: sig})
+}
+
+// OpenConfig opens a verity device as c describes. On failure nothing is
+// left behind: no dm device, no loop device, no key.
+func OpenConfig(ctx context.Context, c Config) (dev *Device, err error) {
+	log := c.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if c.Hash == "" {
+		c.Hash = c.Data
+	}
+	p, err := resolveParams(c)
+	if err != nil {
+		return nil, err
+	}
+	if len(c.RootHash) != p.DigestSize() {
+		return nil, fmt.Errorf("%w: root hash of %d bytes, %s needs %d", ErrBadConfig, len(c.RootHash), p.Algorithm, p.DigestSize())
+	}
+	same := sameFile(c.Data, c.Hash)
+	dataLoop, err := loop.Attach(ctx, c.Data, loop.Options{ReadOnly: true, Autoclear: true, DirectIO: true})
+	if err != nil {
+		return nil, fmt.Errorf("veritydev: data: %w", err)
+	}
+	defer dataLoop.Close() // autoclear: detached when the dm device lets go
+	hashLoop := dataLoop
+	if !same {
+		if hashLoop, err = loop.Attach(ctx, c.Hash, loop.Options{ReadOnly: true, Autoclear: true, DirectIO: true}); err != nil {
+			return nil, fmt.Errorf("veritydev: hash: %w", err)
+		}
+		defer hashLoop.Close()
+	}
+	topts := c.Table
+	var key keyring.ID
+	// The signature key goes into the thread keyring and the table is
+	// loaded from the same OS thread: dm-verity's constructor searches the
+	// calling thread's keyrings, and the process keyring is no better in a
+	// Go program because the kernel installs it in the credentials of the
+	// thread that creates it only (other threads neither find nor possess
+	// keys in it).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if c.Signature != nil {
+		var rnd [8]byte
+		rand.Read(rnd[:])
+		topts.RootHashSigKeyDesc = "intact:veritydev-" + hex.EncodeToString(rnd[:])
+		if key, err = keyring.AddUser(topts.RootHashSigKeyDesc, c.Signature, keyring.Thread); err != nil {
+			return nil, fmt.Errorf("veritydev: root-hash signature: %w", err)
+		}
+		defer func() {
+			if uerr := keyring.Invalidate(key); uerr != nil {
+				log.Warn("veritydev: could not invalidate the signature key", "key", key, "err", uerr)
+			}
+		}()
+	}
+	tgt, err := verity.Table(p, c.RootHash, dataLoop.DevNum(), hashLoop.DevNum(), topts)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadConfig, err)
+	}
+	ctl, err := dm.Open()
+	if err != nil {
+		return nil, fmt.Errorf("veritydev: %w", err)
+	}
+	defer ctl.Close()
+	uuid := c.UUID
+	if uuid == "" {
+		uuid = "INTACT-VERITY-" + c.Name
+	}
+	if _, err := ctl.Create(c.Name, uuid); err != nil {
+		return nil, fmt.Errorf("veritydev: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			if rerr := ctl.Remove(rctx, c.Name); rerr != nil {
+				log.Warn("veritydev: cleanup failed", "device", c.Name, "err", rerr)
+			}
+		}
+	}()
+	log.Debug("veritydev: loading table", "name", c.Name, "table", tgt.String())
+	if _, err = ctl.Load(c.Name, []dm.Target{{Start: tgt.Start, Length: tgt.Length, Type: tgt.Type, Params: tgt.Params}}, dm.LoadOptions{ReadOnly: true}); err != nil {
+		if c.Signature != nil || errors.Is(err, dm.ErrKeyRejected) || errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("%w: %w", ErrSignatureRejected, err)
+		}
+		return nil, fmt.Errorf("veritydev: %w", err)
+	}
+	info, err := ctl.Resume(c.Name)
+	if err != nil {
+		return nil, fmt.Errorf("veritydev: %w", err)
+	}
+	d := &Device{Name: c.Name, Path: info.DevPath(), Table: tgt.String(), Signed: c.Signature != nil, Params: p, Info: info}
+	if err = waitNode(ctx, d.Path); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// Close removes the device (the loop devices under it detach themselves).
+func (d *Device) Close(ctx context.Context) error { return Close(ctx, d.Name) }
+
+// Close removes the verity device called name.
+func Close(ctx context.Context, name string) error {
+	ctl, err := dm.Open()
+	if err != nil {
+		return fmt.Errorf("veritydev: %w", err)
+	}
+	defer ctl.Close()
+	if err := ctl.Remove(ctx, name); err != nil {
+		return fmt.Errorf("veritydev: %w", err)
+	}
+	return nil
+}
+
+func resolveParams(c Config) (verity.Params, error) {
+	p := c.Params
+	if !p.NoSuperblock {
+		f, err := os.Open(c.Hash)
+		if err != nil {
+			return p, fmt.Errorf("veritydev: %w", err)
+		}
+		defer f.Close()
+		sb, err := verity.ReadSuperblock(f, p.HashOffset)
+		if err != nil {
+			return p, fmt.Errorf("veritydev: %s: %w", c.Hash, err)
+		}
+		return sb, nil
+	}
+	if p.DataBlocks == 0 && p.DataBlockSize > 0 {
+		st, err := os.Stat(c.Data)
+		if err != nil {
+			return p, fmt.Errorf("veritydev: %w", err)
+		}
+		size := st.Size()
+		if st.Mode()&os.ModeDevice != 0 {
+			f, err := os.Open(c.Data)
+			if err != nil {
+				return p, fmt.Errorf("veritydev: %w", err)
+			}
+			size, err = f.Seek(0, 2)
+			f.Close()
+			if err != nil {
+				return p, fmt.Errorf("veritydev: %w", err)
+			}
+		}
+		if sameFile(c.Data, c.Hash) && p.HashOffset > 0 && uint64(size) > p.HashOffset {
+			size = int64(p.HashOffset)
+		}
+		p.DataBlocks = uint64(size) / uint64(p.DataBlockSize)
+	}
+	if err := p.Validate(); err != nil {
+		return p, fmt.Errorf("%w: %w", ErrBadConfig, err)
+	}
+	return p, nil
+}
+
+func sameFile(a, b string) bool {
+	if a == b {
+		return true
+	}
+	sa, err1 := os.Stat(a)
+	sb, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
+}
+
+// waitNode waits for devtmpfs to create the device node.
+func waitNode(ctx context.Context, path string) error {
+	for i := 0; ; i++ {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		if i > 200 {
+			return fmt.Errorf("veritydev: %s did not appear", filepath.Base(path))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
