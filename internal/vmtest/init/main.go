@@ -72,6 +72,38 @@ func uptime() string {
 	return f[0] + "s"
 }
 
+// relocated maps a directory the initramfs carried under a path that a
+// tmpfs is mounted over (/tmp, /run) to where keepOvermounted moved it. The
+// host copies a package directory into the guest at its host path, and a
+// fresh clone may well live under /tmp.
+var relocated = map[string]string{}
+
+// keepOvermounted moves a non-empty directory out of the way before a tmpfs
+// hides it.
+func keepOvermounted(dst string) {
+	ents, err := os.ReadDir(dst)
+	if err != nil || len(ents) == 0 {
+		return
+	}
+	moved := "/intact/overmounted" + dst
+	os.MkdirAll(filepath.Dir(moved), 0o755)
+	if err := os.Rename(dst, moved); err != nil {
+		fmt.Fprintf(os.Stdout, "intact-init: keep %s: %v\n", dst, err)
+		return
+	}
+	relocated[dst] = moved
+}
+
+// guestPath rewrites p if it lies in a directory keepOvermounted moved.
+func guestPath(p string) string {
+	for from, to := range relocated {
+		if p == from || strings.HasPrefix(p, from+"/") {
+			return to + strings.TrimPrefix(p, from)
+		}
+	}
+	return p
+}
+
 func mountBasics() {
 	mounts := []struct {
 		src, dst, fs string
@@ -86,6 +118,9 @@ func mountBasics() {
 		{"tmpfs", "/run", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0755"},
 	}
 	for _, m := range mounts {
+		if m.fs == "tmpfs" {
+			keepOvermounted(m.dst)
+		}
 		os.MkdirAll(m.dst, 0o755)
 		if err := linux.Mount(m.src, m.dst, m.fs, m.flags, m.data); err != nil {
 			fmt.Fprintf(os.Stdout, "intact-init: %v\n", err)
@@ -160,7 +195,7 @@ func run(st *os.File) (int, error) {
 	fmt.Fprintf(os.Stdout, "intact-init: running %s (uptime %s)\n", strings.Join(cfg.Args, " "), uptime())
 	cmd := exec.Command(cfg.Args[0], cfg.Args[1:]...)
 	cmd.Env = env
-	cmd.Dir = cfg.Dir
+	cmd.Dir = guestPath(cfg.Dir)
 	cmd.Stdout = out
 	cmd.Stderr = out
 	start := time.Now()
