@@ -3,6 +3,7 @@ package ipe
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -314,6 +315,7 @@ func TestVMEnforcement(t *testing.T) {
 	if !strings.Contains(ex.DecidedBy, "DEFAULT op=EXECUTE action=DENY (line 3)") || len(ex.Allow) == 0 {
 		t.Errorf("explanation %+v", ex)
 	}
+	checkAuditCLI(t, policyV1, tmpProg)
 	if loadDigest != AuditDigest(blobV1) {
 		t.Errorf("1422 policy_digest %q, list says %q", loadDigest, AuditDigest(blobV1))
 	}
@@ -432,4 +434,40 @@ func TestVMEnforcement(t *testing.T) {
 	if !permissive || !allowedRoot || !toggles {
 		t.Errorf("records: permissive denial %v, allowed by root hash %v, enforce toggles %v", permissive, allowedRoot, toggles)
 	}
+}
+
+// checkAuditCLI runs the intact binary the VM tier carries into the guest
+// (/usr/bin/intact) as an operator would, `intact policy audit --json`, and
+// checks that it explains the kernel's denial of prog by the DEFAULT rule.
+func checkAuditCLI(t *testing.T, policyText, prog string) {
+	t.Helper()
+	bin, err := exec.LookPath("intact")
+	if err != nil {
+		testutil.Unavailable(t, "the intact binary is not in the guest (make test-vm carries it with --file bin/intact:/usr/bin/intact)")
+		return
+	}
+	pf := filepath.Join(t.TempDir(), "policy.pol")
+	if err := os.WriteFile(pf, []byte(policyText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "policy", "audit", "--json", "--policy", pf).Output()
+	if err != nil {
+		t.Fatalf("intact policy audit: %v\n%s", err, out)
+	}
+	var recs []struct {
+		Record      string       `json:"record"`
+		Explanation *Explanation `json:"explanation"`
+	}
+	if err := json.Unmarshal(out, &recs); err != nil {
+		t.Fatalf("intact policy audit --json: %v\n%s", err, out)
+	}
+	for _, r := range recs {
+		if ex := r.Explanation; ex != nil && strings.Contains(r.Record, `path="`+prog+`"`) && strings.Contains(r.Record, "BPRM_CHECK") {
+			if !strings.Contains(ex.DecidedBy, "DEFAULT op=EXECUTE action=DENY (line 3)") || len(ex.Allow) == 0 {
+				t.Errorf("intact policy audit explained the denial of %s as %+v", prog, ex)
+			}
+			return
+		}
+	}
+	t.Errorf("intact policy audit --json has no explanation for %s:\n%s", prog, out)
 }
