@@ -64,7 +64,8 @@ type Options struct {
 // the superblock) is first written as zeros, then the file data in the order
 // of Add calls, then at Finish the metadata; the caller must then replace
 // block 0 with Result.Head. For LayoutTarIndex nothing is written until
-// Finish, which writes the metadata blob (superblock included).
+// Finish, which writes the metadata blob (superblock included) in a single
+// Write call, so that the caller learns its size before placing it.
 type Writer struct {
 	opts    Options
 	out     io.Writer

@@ -31,11 +31,49 @@ var (
 // zstdMaxWindow caps the zstd window (and so the decoder's memory).
 const zstdMaxWindow = 128 << 20
 
+// Decompress detects the compression of a layer blob from its first bytes
+// (gzip, zstd or none; xz and bzip2 are recognized and refused with
+// ErrUnsupportedCompression) and returns the uncompressed stream, as Convert
+// reads it. Errors of the stream wrap ErrCorruptInput, except errors of r
+// itself, which are returned wrapped as they are ("read layer: ...": a
+// verifying reader's digest mismatch stays one). Close releases the decoder;
+// it does not close r. There is no size limit: wrap the stream in one.
+func Decompress(r io.Reader) (io.ReadCloser, Compression, error) {
+	br := bufio.NewReaderSize(&sourceReader{r: r}, 1<<20)
+	raw, comp, err := decompress(br)
+	if err != nil {
+		return nil, "", err
+	}
+	return &decompressed{Reader: &decodeReader{r: raw, kind: comp}, raw: raw}, comp, nil
+}
+
+type decompressed struct {
+	io.Reader
+	raw io.Closer
+}
+
+func (d *decompressed) Close() error { return d.raw.Close() }
+
+// sourceReader marks the errors of the compressed input as input errors.
+type sourceReader struct{ r io.Reader }
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = &inputError{err}
+	}
+	return n, err
+}
+
 // decompress detects the compression of r from its first bytes and returns
 // the uncompressed stream.
 func decompress(r *bufio.Reader) (io.ReadCloser, Compression, error) {
 	head, err := r.Peek(6)
 	if err != nil && !errors.Is(err, io.EOF) {
+		var ie *inputError
+		if errors.As(err, &ie) {
+			return nil, "", err
+		}
 		return nil, "", fmt.Errorf("read layer: %w", err)
 	}
 	switch {
@@ -63,7 +101,8 @@ type zstdCloser struct{ *zstd.Decoder }
 
 func (z zstdCloser) Close() error { z.Decoder.Close(); return nil }
 
-// decompressError wraps errors of the decompressor with the kind of input.
+// decodeReader wraps errors of the decompressor with the kind of input;
+// errors of the input itself pass through.
 type decodeReader struct {
 	r    io.Reader
 	kind Compression
@@ -72,7 +111,8 @@ type decodeReader struct {
 func (d *decodeReader) Read(p []byte) (int, error) {
 	n, err := d.r.Read(p)
 	if err != nil && err != io.EOF {
-		if errors.Is(err, errLimit) {
+		var ie *inputError
+		if errors.Is(err, errLimit) || errors.As(err, &ie) {
 			return n, err
 		}
 		err = fmt.Errorf("%w: %s stream: %v", ErrCorruptInput, d.kind, err)

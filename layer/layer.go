@@ -10,7 +10,6 @@ import (
 	"hash"
 	"io"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/google/uuid"
@@ -72,8 +71,9 @@ type Options struct {
 	// MaxEntries caps the number of tar members; 0 means
 	// erofs.DefaultMaxEntries.
 	MaxEntries int
-	// TempDir holds spill files (the tar of a tar-index conversion, verity
-	// level-0 digests beyond memory); "" means os.TempDir().
+	// TempDir holds spill files (verity level-0 digests beyond memory; the
+	// tar of a tar-index conversion whose output cannot be read back);
+	// "" means os.TempDir().
 	TempDir string
 	// HashOutput, if set, receives the separate verity tree with a
 	// veritysetup superblock at offset 0 (ProfileTarIndex only).
@@ -81,6 +81,11 @@ type Options struct {
 	// MetadataOutput, if set, receives the EROFS metadata blob
 	// (ProfileTarIndex only).
 	MetadataOutput io.Writer
+	// StartWriteback, for a file output that the caller syncs afterwards
+	// (fsync), starts writing finished parts of the image back to disk while
+	// the conversion goes on (sync_file_range), so that the final fsync has
+	// little left to wait for.
+	StartWriteback bool
 	// Concurrency of the verity hashing; 0 means GOMAXPROCS.
 	Concurrency int
 	// Progress is called with the number of uncompressed bytes read so far.
@@ -88,8 +93,12 @@ type Options struct {
 	Logger   *slog.Logger
 }
 
-// Output is where an image is written: sequentially through Write, with
-// block 0 and the tree written through WriteAt. An *os.File is one.
+// Output is where an image is written. ProfileFull writes it sequentially
+// through Write, then block 0 and the tree through WriteAt; ProfileTarIndex
+// writes only through WriteAt, and if the Output is also an io.ReaderAt
+// (and, for FALLOC_FL_INSERT_RANGE and early writeback, a file: SyscallConn)
+// it writes the tar into it directly and moves it. An *os.File is all of
+// these.
 type Output interface {
 	io.Writer
 	io.WriterAt
@@ -184,6 +193,15 @@ func (c *countReader) Read(p []byte) (int, error) {
 // followed by the verity tree at Result.ImageSize) to out, in one pass.
 // On error out holds garbage; callers write to a temporary file (see
 // internal/atomicfile) and discard it.
+//
+// out may be nil: then only Options.MetadataOutput and Options.HashOutput
+// are written (what a publisher of ProfileTarIndex metadata and trees
+// needs); the decompressed tar touches no disk at all and the Result is the
+// same as with an output.
+//
+// With ProfileTarIndex an out that is also an io.ReaderAt (a file) receives
+// the tar directly while it streams, then the metadata is put in front of it
+// (see package doc); any other Output gets the tar through a spill file.
 func Convert(ctx context.Context, in io.Reader, out Output, opts Options) (*Result, error) {
 	if opts.Profile == "" {
 		opts.Profile = ProfileFull
@@ -199,44 +217,83 @@ func Convert(ctx context.Context, in io.Reader, out Output, opts Options) (*Resu
 		log = slog.New(slog.DiscardHandler)
 	}
 	start := time.Now()
-	// Input digest over every input byte.
-	inHash := sha256.New()
-	inCount := &countReader{r: io.TeeReader(in, inHash)}
-	br := bufio.NewReaderSize(inCount, 1<<20)
-	raw, comp, err := decompress(br)
-	if err != nil {
-		return nil, err
-	}
-	defer raw.Close()
-	lim := &limitReader{r: &decodeReader{r: raw, kind: comp}, max: opts.MaxSize}
-	diffHash := sha256.New()
-	async := newAsyncReader(lim, diffHash)
-	defer async.wait()
-	tarStream := &countReader{ctx: ctx, r: async, progress: opts.Progress}
-
 	vp := VerityParams(opts.Profile)
-	vb, err := verity.NewBuilder(vp, &verity.Options{Concurrency: opts.Concurrency, TempDir: opts.TempDir, Logger: log})
+	vopts := &verity.Options{Concurrency: opts.Concurrency, TempDir: opts.TempDir, Logger: log}
+	vb, err := verity.NewBuilder(vp, vopts)
 	if err != nil {
 		return nil, err
 	}
 	defer vb.Close()
-	bw := bufio.NewWriterSize(io.MultiWriter(out, vb), 1<<20)
+
+	// Sinks of the decompressed stream besides the tar parser: the diff_id,
+	// and for tar-index the tar's own verity level 0 and its destination.
+	diffHash := sha256.New()
+	sinks := []func([]byte) error{func(b []byte) error { diffHash.Write(b); return nil }}
+	var tb *verity.Builder
+	var dest *tarDest
+	if opts.Profile == ProfileTarIndex {
+		if tb, err = verity.NewBuilder(vp, vopts); err != nil {
+			return nil, err
+		}
+		defer tb.Close()
+		sinks = append(sinks, func(b []byte) error { _, err := tb.Write(b); return err })
+		if out != nil {
+			if dest, err = newTarDest(out, opts.TempDir); err != nil {
+				return nil, err
+			}
+			defer dest.close()
+			sinks = append(sinks, dest.write)
+		}
+	}
+
+	// Input digest over every input byte, read and hashed in its own
+	// goroutine; decompression in another (see pipeline.go).
+	inHash := sha256.New()
+	pre := newPrefetch(in, inHash)
+	br := bufio.NewReaderSize(pre, 1<<20)
+	raw, comp, err := decompress(br)
+	if err != nil {
+		pre.stop()
+		return nil, err
+	}
+	defer raw.Close()
+	lim := &limitReader{r: &decodeReader{r: raw, kind: comp}, max: opts.MaxSize}
+	fan := newFanout(lim, sinks...)
+	defer func() {
+		// The input first: the decompressor may be waiting for it.
+		pre.stop()
+		fan.stop()
+	}()
+	tarStream := &countReader{ctx: ctx, r: fan, progress: opts.Progress}
 
 	res := &Result{Profile: opts.Profile, Compression: comp}
 	finishInput := func() error {
-		async.wait()
-		// The input must end where the compressed stream ends.
+		if err := fan.wait(); err != nil {
+			return err
+		}
+		// The input must end where the compressed stream ends (gzip and
+		// zstd reject trailing bytes; the digest covers them all).
 		if _, err := io.Copy(io.Discard, br); err != nil {
-			return fmt.Errorf("read layer: %w", err)
+			return err
+		}
+		if err := pre.wait(); err != nil {
+			return err
 		}
 		res.Digest = digestString(inHash)
 		res.DiffID = digestString(diffHash)
 		return nil
 	}
 
+	wb := newWriteback(out, opts.StartWriteback, log)
+	defer wb.wait()
 	var dataSize int64
 	switch opts.Profile {
 	case ProfileFull:
+		var w io.Writer = vb
+		if out != nil {
+			w = io.MultiWriter(&seqWriter{w: out, wb: wb}, vb)
+		}
+		bw := bufio.NewWriterSize(w, 1<<20)
 		ew, err := erofs.NewWriter(bw, erofs.Options{Layout: erofs.LayoutFull, MaxEntries: opts.MaxEntries, Logger: log})
 		if err != nil {
 			return nil, err
@@ -259,8 +316,10 @@ func Convert(ctx context.Context, in io.Reader, out Output, opts Options) (*Resu
 		if err := bw.Flush(); err != nil {
 			return nil, fmt.Errorf("write image: %w", err)
 		}
-		if _, err := out.WriteAt(er.Head, 0); err != nil {
-			return nil, fmt.Errorf("write image: %w", err)
+		if out != nil {
+			if _, err := out.WriteAt(er.Head, 0); err != nil {
+				return nil, fmt.Errorf("write image: %w", err)
+			}
 		}
 		if err := vb.UpdateBlock(0, er.Head); err != nil {
 			return nil, err
@@ -269,30 +328,59 @@ func Convert(ctx context.Context, in io.Reader, out Output, opts Options) (*Resu
 		res.MetadataSize = er.Size - int64(dataStart)
 		res.Inodes = er.Inodes
 	case ProfileTarIndex:
-		spill, err := os.CreateTemp(opts.TempDir, "intact-layer-tar-*")
-		if err != nil {
-			return nil, fmt.Errorf("spill file: %w", err)
-		}
-		os.Remove(spill.Name())
-		defer spill.Close()
-		sw := bufio.NewWriterSize(spill, 1<<20)
-		meta := &metaWriter{w: bw, extra: opts.MetadataOutput}
+		// The metadata is known only after the whole tar, and precedes it
+		// in the data device. erofs writes it in one piece: place the tar
+		// behind it (in a goroutine) while the metadata and the tar's
+		// digests go into the tree, then write the metadata in front.
+		var tarSize int64
+		meta := &onceWriter{write: func(p []byte) error {
+			m := int64(len(p))
+			placed := make(chan error, 1)
+			if dest != nil {
+				go func() { placed <- dest.place(ctx, m, wb) }()
+			} else {
+				placed <- nil
+			}
+			err := composeLevel0(ctx, vb, tb, p, m+tarSize, opts.MetadataOutput)
+			if perr := <-placed; err == nil {
+				err = perr
+			}
+			if err != nil || dest == nil {
+				return err
+			}
+			log.Debug("tar placed behind the metadata", "method", dest.method, "metadata", m, "elapsed", time.Since(start).String())
+			if _, err := out.WriteAt(p, 0); err != nil {
+				return fmt.Errorf("write image: %w", err)
+			}
+			// Zeros from the end of the tar to a multiple of 4096.
+			pad := (4096 - (m+tarSize)%4096) % 4096
+			if pad > 0 {
+				if _, err := out.WriteAt(make([]byte, pad), m+tarSize); err != nil {
+					return fmt.Errorf("write image: %w", err)
+				}
+			}
+			// The data device is final: write it out while the tree is
+			// computed.
+			wb.async(0, m+tarSize+pad)
+			return nil
+		}}
 		ew, err := erofs.NewWriter(meta, erofs.Options{Layout: erofs.LayoutTarIndex, MaxEntries: opts.MaxEntries, Logger: log})
 		if err != nil {
 			return nil, err
 		}
-		tr, err := ew.AddTar(ctx, io.TeeReader(tarStream, sw))
+		tr, err := ew.AddTar(ctx, tarStream)
 		if err != nil {
 			return nil, err
-		}
-		if err := sw.Flush(); err != nil {
-			return nil, fmt.Errorf("spill file: %w", err)
 		}
 		if err := finishInput(); err != nil {
 			return nil, err
 		}
+		tarSize = tr.Size
+		if dest != nil && dest.n != tarSize {
+			return nil, fmt.Errorf("layer: internal error: wrote %d tar bytes, parsed %d", dest.n, tarSize)
+		}
 		res.TarSize, res.Entries = tr.Size, tr.Entries
-		log.Debug("tar streamed to the spill file", "bytes", tr.Size, "elapsed", time.Since(start).String())
+		log.Debug("tar streamed and hashed", "bytes", tr.Size, "elapsed", time.Since(start).String())
 		res.EROFSUUID = EROFSUUIDForDigest(res.Digest)
 		res.VerityUUID = VerityUUIDForDigest(res.Digest)
 		ew.SetUUID(res.EROFSUUID)
@@ -303,35 +391,25 @@ func Convert(ctx context.Context, in io.Reader, out Output, opts Options) (*Resu
 		if meta.err != nil {
 			return nil, meta.err
 		}
-		if _, err := spill.Seek(0, io.SeekStart); err != nil {
-			return nil, fmt.Errorf("spill file: %w", err)
+		if !meta.done || er.Size%512 != 0 {
+			return nil, fmt.Errorf("layer: internal error: metadata of %d bytes not written in one piece", er.Size)
 		}
-		if n, err := io.Copy(bw, spill); err != nil || n != tr.Size {
-			return nil, fmt.Errorf("copy tar behind the metadata: %d of %d bytes: %v", n, tr.Size, err)
+		if dest != nil && testPlaced != nil {
+			testPlaced(dest.method)
 		}
-		dataSize = er.Size + tr.Size
-		if pad := (4096 - dataSize%4096) % 4096; pad > 0 {
-			if _, err := bw.Write(make([]byte, pad)); err != nil {
-				return nil, fmt.Errorf("write image: %w", err)
-			}
-			dataSize += pad
-		}
-		if err := bw.Flush(); err != nil {
-			return nil, fmt.Errorf("write image: %w", err)
-		}
+		dataSize = (er.Size + tr.Size + 4095) / 4096 * 4096
 		res.MetadataSize = er.Size
 		res.Inodes = er.Inodes
-		log.Debug("tar copied behind the metadata", "elapsed", time.Since(start).String())
 	}
 	if uint64(dataSize) != vb.Size() {
 		return nil, fmt.Errorf("layer: internal error: wrote %d bytes, hashed %d", dataSize, vb.Size())
 	}
-	var treeOut io.WriterAt = out
+	tw := &treeWriter{out: out, outOff: dataSize}
 	if opts.HashOutput != nil && opts.Profile == ProfileTarIndex {
-		treeOut = &teeWriterAt{a: out, b: opts.HashOutput, aOff: dataSize, bOff: 512}
+		tw.hash, tw.hashOff = opts.HashOutput, 512
 	}
 	log.Debug("data written", "bytes", dataSize, "elapsed", time.Since(start).String())
-	vr, err := vb.Finish(ctx, treeOut, uint64(dataSize))
+	vr, err := vb.Finish(ctx, tw, uint64(dataSize))
 	if err != nil {
 		return nil, err
 	}
@@ -339,7 +417,7 @@ func Convert(ctx context.Context, in io.Reader, out Output, opts Options) (*Resu
 	res.RootHash = vr.RootHash
 	res.ImageSize = dataSize
 	res.TreeSize = int64(vr.Layout.TreeBlocks) * int64(vr.Params.HashBlockSize)
-	if opts.HashOutput != nil && opts.Profile == ProfileTarIndex {
+	if tw.hash != nil {
 		sp := vr.Params.Clone()
 		sp.NoSuperblock = false
 		sp.HashOffset = 0
@@ -352,45 +430,76 @@ func Convert(ctx context.Context, in io.Reader, out Output, opts Options) (*Resu
 			return nil, fmt.Errorf("write hash output: %w", err)
 		}
 	}
-	log.Debug("layer converted", "profile", string(res.Profile), "root_hash", res.RootHashHex(), "size", dataSize)
+	log.Debug("layer converted", "profile", string(res.Profile), "root_hash", res.RootHashHex(), "size", dataSize, "elapsed", time.Since(start).String())
 	return res, nil
+}
+
+// composeLevel0 gives vb the tar-index data device's level 0: the metadata
+// blocks (hashed here, and copied to the metadata output), the tar's blocks
+// (hashed by tb while the tar streamed; a partial last block was hashed
+// zero-padded, as zeros follow it on the device), then the zero blocks from
+// end (metadata + tar) up to a multiple of 4096.
+func composeLevel0(ctx context.Context, vb, tb *verity.Builder, meta []byte, end int64, metaOut io.Writer) error {
+	if _, err := vb.Write(meta); err != nil {
+		return err
+	}
+	if metaOut != nil {
+		if _, err := metaOut.Write(meta); err != nil {
+			return fmt.Errorf("write metadata output: %w", err)
+		}
+	}
+	if err := tb.Digests(ctx, vb.WriteDigests); err != nil {
+		return err
+	}
+	if pad := (end+4095)/4096*4096 - int64(vb.Size()); pad > 0 {
+		if _, err := vb.Write(make([]byte, pad)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func digestString(h hash.Hash) string { return "sha256:" + hex.EncodeToString(h.Sum(nil)) }
 
-// metaWriter writes the metadata to the image and, if set, a second output.
-type metaWriter struct {
-	w     io.Writer
-	extra io.Writer
+// onceWriter takes the tar-index metadata, which erofs writes in a single
+// Write call, and hands it to write; a second call is an internal error.
+type onceWriter struct {
+	write func(p []byte) error
+	done  bool
 	err   error
 }
 
-func (m *metaWriter) Write(p []byte) (int, error) {
-	if _, err := m.w.Write(p); err != nil {
-		return 0, err
+func (o *onceWriter) Write(p []byte) (int, error) {
+	if o.done {
+		o.err = errors.New("layer: internal error: metadata written in more than one piece")
+		return 0, o.err
 	}
-	if m.extra != nil {
-		if _, err := m.extra.Write(p); err != nil {
-			m.err = fmt.Errorf("write metadata output: %w", err)
-			return 0, m.err
-		}
+	o.done = true
+	if err := o.write(p); err != nil {
+		o.err = err
+		return 0, err
 	}
 	return len(p), nil
 }
 
-// teeWriterAt writes tree bytes to the image and to the separate hash file
-// (shifted to follow its superblock).
-type teeWriterAt struct {
-	a, b       io.WriterAt
-	aOff, bOff int64
+// treeWriter writes the tree to the image (at outOff: the tree starts at
+// the data device's end) and, if set, to the separate hash file (at
+// hashOff, behind its superblock). With neither it discards.
+type treeWriter struct {
+	out, hash       io.WriterAt
+	outOff, hashOff int64
 }
 
-func (t *teeWriterAt) WriteAt(p []byte, off int64) (int, error) {
-	if n, err := t.a.WriteAt(p, off); err != nil {
-		return n, err
+func (t *treeWriter) WriteAt(p []byte, off int64) (int, error) {
+	if t.out != nil {
+		if n, err := t.out.WriteAt(p, off); err != nil {
+			return n, fmt.Errorf("write image: %w", err)
+		}
 	}
-	if _, err := t.b.WriteAt(p, off-t.aOff+t.bOff); err != nil {
-		return 0, fmt.Errorf("write hash output: %w", err)
+	if t.hash != nil {
+		if _, err := t.hash.WriteAt(p, off-t.outOff+t.hashOff); err != nil {
+			return 0, fmt.Errorf("write hash output: %w", err)
+		}
 	}
 	return len(p), nil
 }

@@ -61,7 +61,9 @@ func ConvertLayer(ctx context.Context, r io.Reader, l ocispec.Descriptor, dir st
 		}
 	}()
 	mh := sha256.New()
-	res, err := layer.Convert(ctx, r, discardOutput{}, layer.Options{
+	// No data device: the publisher ships metadata and tree, the host has
+	// the tar, so the decompressed tar is hashed as it streams and dropped.
+	res, err := layer.Convert(ctx, r, nil, layer.Options{
 		Profile: layer.ProfileTarIndex, MaxSize: maxSize, TempDir: dir,
 		HashOutput: tf, MetadataOutput: io.MultiWriter(mf, mh),
 	})
@@ -99,10 +101,3 @@ func ConvertLayer(ctx context.Context, r io.Reader, l ocispec.Descriptor, dir st
 	ok = true
 	return c, nil
 }
-
-// discardOutput is where the data device goes when only metadata and tree
-// are wanted (the publisher ships those; the host has the tar).
-type discardOutput struct{}
-
-func (discardOutput) Write(p []byte) (int, error)            { return len(p), nil }
-func (discardOutput) WriteAt(p []byte, _ int64) (int, error) { return len(p), nil }

@@ -7,12 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/intact-project/intact/internal/atomicfile"
 	"github.com/intact-project/intact/layer"
@@ -113,35 +109,21 @@ func limitOrDefault(n int64) int64 {
 	return n
 }
 
-// decompressLayer returns the tar of a layer blob, decompressed as its media
-// type says (what a host does when it materializes), reading at most one
-// byte beyond the size limit.
+// decompressLayer returns the tar of a layer blob, decompressed as its bytes
+// say (gzip, zstd or none: what containerd and the signer's conversion do),
+// reading at most one byte beyond the size limit.
 func decompressLayer(r io.Reader, mediaType string, max int64) (io.ReadCloser, error) {
-	lim := limitOrDefault(max) + 1
-	switch {
-	case strings.HasSuffix(mediaType, "+gzip") || strings.HasSuffix(mediaType, ".gzip"):
-		zr, err := gzip.NewReader(r)
-		if err != nil {
-			return nil, fmt.Errorf("%w: gzip: %w", layer.ErrCorruptInput, err)
-		}
-		return readCloser{io.LimitReader(zr, lim), zr}, nil
-	case strings.HasSuffix(mediaType, "+zstd"):
-		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(128<<20))
-		if err != nil {
-			return nil, fmt.Errorf("%w: zstd: %w", layer.ErrCorruptInput, err)
-		}
-		return readCloser{io.LimitReader(zr, lim), closerFunc(func() error { zr.Close(); return nil })}, nil
-	case isLayerMediaType(mediaType):
-		return io.NopCloser(io.LimitReader(r, lim)), nil
+	if !isLayerMediaType(mediaType) {
+		return nil, fmt.Errorf("%w: layer media type %q", ErrUnsupported, mediaType)
 	}
-	return nil, fmt.Errorf("%w: layer media type %q", ErrUnsupported, mediaType)
+	tar, _, err := layer.Decompress(r)
+	if err != nil {
+		return nil, err
+	}
+	return readCloser{io.LimitReader(tar, limitOrDefault(max)+1), tar}, nil
 }
 
 type readCloser struct {
 	io.Reader
 	io.Closer
 }
-
-type closerFunc func() error
-
-func (f closerFunc) Close() error { return f() }

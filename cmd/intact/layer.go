@@ -66,7 +66,7 @@ func parseSize(s string) (int64, error) {
 }
 
 type convertJSON struct {
-	Output        string `json:"output"`
+	Output        string `json:"output,omitempty"`
 	Profile       string `json:"profile"`
 	RootHash      string `json:"root_hash"`
 	HashOffset    int64  `json:"hash_offset"`
@@ -109,7 +109,11 @@ metadata_size, uuid (the EROFS UUID), and for tar-index verity_uuid.
 
 tar-index only: --hash-output F writes the tree as a separate file with a
 veritysetup superblock at offset 0 (veritysetup verify/open accept it with the
-data device); --metadata-output F writes the EROFS metadata blob.
+data device); --metadata-output F writes the EROFS metadata blob. Without -o,
+one or both of them are the only outputs: no data device is written (the
+decompressed tar is hashed as it streams and never touches the disk), which
+is what a publisher of the metadata and tree needs; the root hash and the
+JSON fields are the same as with -o.
 
 Hostile input (paths escaping with "..", entries below a symlink, hardlinks to
 missing entries, names over 255 bytes, truncated or corrupt streams, more than
@@ -117,8 +121,8 @@ missing entries, names over 255 bytes, truncated or corrupt streams, more than
 and leaves no output file.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if output == "" {
-				return usagef("missing -o OUTPUT")
+			if output == "" && hashOutput == "" && metaOutput == "" {
+				return usagef("missing -o OUTPUT (or, with --profile tar-index, --metadata-output and --hash-output)")
 			}
 			prof, err := layer.ParseProfile(profile)
 			if err != nil {
@@ -126,6 +130,9 @@ and leaves no output file.`,
 			}
 			if (hashOutput != "" || metaOutput != "") && prof != layer.ProfileTarIndex {
 				return usagef("--hash-output and --metadata-output need --profile tar-index")
+			}
+			if (output != "" && (output == hashOutput || output == metaOutput)) || (hashOutput != "" && hashOutput == metaOutput) {
+				return usagef("-o, --hash-output and --metadata-output must name different files")
 			}
 			limit, err := parseSize(maxSize)
 			if err != nil {
@@ -148,15 +155,25 @@ and leaves no output file.`,
 				}
 				in = f
 			}
-			out, err := atomicfile.Create(output, 0o644)
-			if err != nil {
-				return err
+			// The data device (nil without -o: metadata and tree only).
+			var dst layer.Output
+			var out *atomicfile.File
+			if output != "" {
+				if out, err = atomicfile.Create(output, 0o644); err != nil {
+					return err
+				}
+				defer out.Abort()
+				dst = out
 			}
-			defer out.Abort()
 			if tmpDir == "" {
-				tmpDir = path.Dir(output)
+				for _, o := range []string{metaOutput, hashOutput, output} {
+					if o != "" {
+						tmpDir = path.Dir(o)
+					}
+				}
 			}
-			opts := layer.Options{Profile: prof, MaxSize: limit, MaxEntries: maxEntries, TempDir: tmpDir, Logger: e.log}
+			// Commit fsyncs the outputs: start writing them back early.
+			opts := layer.Options{Profile: prof, MaxSize: limit, MaxEntries: maxEntries, TempDir: tmpDir, StartWriteback: true, Logger: e.log}
 			var hf, mf *atomicfile.File
 			if hashOutput != "" {
 				if hf, err = atomicfile.Create(hashOutput, 0o644); err != nil {
@@ -179,7 +196,7 @@ and leaves no output file.`,
 					fmt.Fprintf(e.stderr, "\rconverting: %d MiB uncompressed (%.0f MiB/s) ", n>>20, float64(n)/(1<<20)/time.Since(start).Seconds())
 				}
 			}
-			res, err := layer.Convert(e.ctx, in, out, opts)
+			res, err := layer.Convert(e.ctx, in, dst, opts)
 			if progress {
 				fmt.Fprint(e.stderr, "\r\033[K")
 			}
@@ -213,6 +230,9 @@ and leaves no output file.`,
 				fmt.Fprintln(e.stdout, j.RootHash)
 				return nil
 			}
+			if j.Output == "" {
+				j.Output = "(none: metadata and tree only)"
+			}
 			e.printf("output:          %s\nprofile:         %s\nroot hash:       %s\nhash offset:     %d\ndata blocks:     %d x %d\nhash blocks:     %d bytes, %s\nsalt:            %s\ndiff_id:         %s\ndigest:          %s\ncompression:     %s\nmetadata size:   %d\nuuid:            %s\n",
 				j.Output, j.Profile, j.RootHash, j.HashOffset, j.DataBlocks, j.DataBlockSize, j.HashBlockSize, j.HashAlgorithm, j.Salt, j.DiffID, j.Digest, j.Compression, j.MetadataSize, j.UUID)
 			e.infof("converted %d MiB in %.2fs\n", res.TarSize>>20, time.Since(start).Seconds())
@@ -220,13 +240,13 @@ and leaves no output file.`,
 		},
 	}
 	f := c.Flags()
-	f.StringVarP(&output, "output", "o", "", "output file: data device followed by the hash tree (required)")
+	f.StringVarP(&output, "output", "o", "", "output file: data device followed by the hash tree (required unless tar-index --metadata-output/--hash-output)")
 	f.StringVar(&profile, "profile", "full", "conversion profile: full or tar-index")
 	f.StringVar(&hashOutput, "hash-output", "", "tar-index: also write the tree with a veritysetup superblock at offset 0 to this file")
 	f.StringVar(&metaOutput, "metadata-output", "", "tar-index: also write the EROFS metadata blob to this file")
 	f.StringVar(&maxSize, "max-size", "64G", "largest accepted uncompressed layer (decompression bomb limit)")
 	f.IntVar(&maxEntries, "max-entries", erofs.DefaultMaxEntries, "largest accepted number of tar members")
-	f.StringVar(&tmpDir, "tmpdir", "", "directory for spill files (default: the output's directory)")
+	f.StringVar(&tmpDir, "tmpdir", "", "directory for spill files (default: an output's directory)")
 	return c
 }
 

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -93,6 +95,51 @@ func TestLayerConvertJSON(t *testing.T) {
 	}
 }
 
+// TestLayerConvertMetadataTreeOnly: tar-index without -o writes only the
+// metadata and the tree, the same bytes and JSON as a conversion with a data
+// device, and nothing else.
+func TestLayerConvertMetadataTreeOnly(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "layer.tar.gz")
+	if err := os.WriteFile(in, gzipBytes(t, erofstest.Features()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var js []map[string]any
+	for _, sub := range []string{"with", "without"} {
+		d := filepath.Join(dir, sub)
+		os.Mkdir(d, 0o755)
+		args := []string{"layer", "convert", in, "--profile", "tar-index", "--json", "--hash-output", filepath.Join(d, "tree"), "--metadata-output", filepath.Join(d, "meta")}
+		if sub == "with" {
+			args = append(args, "-o", filepath.Join(d, "img"))
+		}
+		code, stdout, stderr := runCLI(t, args...)
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", sub, code, stderr)
+		}
+		var j map[string]any
+		if err := json.Unmarshal([]byte(stdout), &j); err != nil {
+			t.Fatal(err)
+		}
+		delete(j, "output")
+		delete(j, "hash_output")
+		delete(j, "metadata_output")
+		js = append(js, j)
+	}
+	if fmt.Sprint(js[0]) != fmt.Sprint(js[1]) {
+		t.Fatalf("JSON differs:\nwith -o:    %v\nwithout -o: %v", js[0], js[1])
+	}
+	for _, f := range []string{"tree", "meta"} {
+		a, _ := os.ReadFile(filepath.Join(dir, "with", f))
+		b, _ := os.ReadFile(filepath.Join(dir, "without", f))
+		if len(a) == 0 || !bytes.Equal(a, b) {
+			t.Errorf("%s differs with and without a data device", f)
+		}
+	}
+	if ents, _ := os.ReadDir(filepath.Join(dir, "without")); len(ents) != 2 {
+		t.Errorf("without -o the directory holds %d entries, want tree and meta", len(ents))
+	}
+}
+
 // TestLayerConvertBadInput: every bad input gives one line, a non-zero exit
 // and no output file.
 func TestLayerConvertBadInput(t *testing.T) {
@@ -116,6 +163,10 @@ func TestLayerConvertBadInput(t *testing.T) {
 		{"bad-profile", []string{"layer", "convert", write("ok.tar", erofstest.Empty()), "-o", "OUT", "--profile", "squash"}, 2, "unknown layer profile"},
 		{"bad-max-size", []string{"layer", "convert", write("ok.tar", erofstest.Empty()), "-o", "OUT", "--max-size", "lots"}, 2, "bad size"},
 		{"hash-output-full", []string{"layer", "convert", write("ok.tar", erofstest.Empty()), "-o", "OUT", "--hash-output", "H"}, 2, "tar-index"},
+		{"metadata-only-full", []string{"layer", "convert", write("ok.tar", erofstest.Empty()), "--metadata-output", "H"}, 2, "tar-index"},
+		{"same-outputs", []string{"layer", "convert", write("ok.tar", erofstest.Empty()), "--profile", "tar-index", "--metadata-output", "H", "--hash-output", "H"}, 2, "different files"},
+		{"output-is-hash-output", []string{"layer", "convert", write("ok.tar", erofstest.Empty()), "--profile", "tar-index", "-o", "OUT", "--hash-output", "OUT"}, 2, "different files"},
+		{"truncated-no-data-device", []string{"layer", "convert", write("trunc.tar", truncated), "--profile", "tar-index", "--metadata-output", "H", "--hash-output", "OUT"}, 1, "truncated"},
 		{"escape", []string{"layer", "convert", write("evil.tar", hostile), "-o", "OUT"}, 1, "\"..\""},
 		{"truncated", []string{"layer", "convert", write("trunc.tar", truncated), "-o", "OUT"}, 1, "truncated"},
 		{"bomb", []string{"layer", "convert", write("big.tar", erofstest.Features()), "-o", "OUT", "--max-size", "1M"}, 1, "--max-size"},
@@ -158,4 +209,17 @@ func TestLayerConvertBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+func gzipBytes(t *testing.T, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w := gzip.NewWriter(&buf)
+	if _, err := w.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }
