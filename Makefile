@@ -48,7 +48,7 @@ clean:
 # fs-verity, IPE or keyrings run inside Debian's kernel under QEMU.
 # Host-side harness tests (negative controls, Secure Boot refusal) run on the
 # host; every package with VM tests runs inside the guest through vmexec.
-VM_PKGS  ?= dm loop keyring veritydev fsverity ipe internal/vmtest cmd/intact
+VM_PKGS  ?= dm loop keyring verity veritydev fsverity ipe internal/vmtest cmd/intact
 VM_TOOLS ?= veritysetup,dmsetup,openssl,fsverity,mkfs.ext4,mkfs.erofs,keyctl,losetup,findmnt,mount,umount
 VM_TIMING := $(BIN)/vm-timing.log
 test-vm: deps build
