@@ -300,6 +300,26 @@ func (c *Control) Table(name string) ([]Target, error) {
 	return c.tableStatus("table", name, linux.DM_STATUS_TABLE_FLAG)
 }
 
+// TableText opens the control device, reads the live table of the device
+// name and returns it as `dmsetup table` prints it, one target per line. Its
+// signature fits ipe.Inspector's DMTable.
+func TableText(ctx context.Context, name string) (string, error) {
+	c, err := Open()
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	ts, err := c.Table(name)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, t := range ts {
+		b.WriteString(t.String() + "\n")
+	}
+	return b.String(), nil
+}
+
 // Status returns each target's status line (`dmsetup status`; for verity
 // "V" while every block read so far verified, "C" after a corruption).
 func (c *Control) Status(name string) ([]Target, error) {

@@ -33,22 +33,7 @@ const (
 
 // vmInspector is the Inspector the CLI builds, with device-mapper access.
 func vmInspector() *Inspector {
-	return &Inspector{DMTable: func(ctx context.Context, name string) (string, error) {
-		c, err := dm.Open()
-		if err != nil {
-			return "", err
-		}
-		defer c.Close()
-		ts, err := c.Table(name)
-		if err != nil {
-			return "", err
-		}
-		var b strings.Builder
-		for _, t := range ts {
-			b.WriteString(t.String() + "\n")
-		}
-		return b.String(), nil
-	}}
+	return &Inspector{DMTable: dm.TableText}
 }
 
 // verityImage puts a copy of the running test binary (a static program

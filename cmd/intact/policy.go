@@ -1123,7 +1123,7 @@ inspected.`,
 
 // newInspector wires the property sources available in this build.
 func newInspector(e *env) *ipe.Inspector {
-	return &ipe.Inspector{Log: e.log, DMTable: dmTable, FSVerity: fsverityDigest}
+	return &ipe.Inspector{Log: e.log, DMTable: dm.TableText, FSVerity: fsverityDigest}
 }
 
 // readKmsg reads the kernel log's current records from /dev/kmsg.
@@ -1136,24 +1136,6 @@ func readKmsg(ctx context.Context) ([]*ipe.AuditRecord, error) {
 		return nil, err
 	}
 	return recs, nil
-}
-
-// dmTable reads a device-mapper device's live table (DM_TABLE_STATUS).
-func dmTable(ctx context.Context, name string) (string, error) {
-	c, err := dm.Open()
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	ts, err := c.Table(name)
-	if err != nil {
-		return "", err
-	}
-	var b strings.Builder
-	for _, t := range ts {
-		b.WriteString(t.String() + "\n")
-	}
-	return b.String(), nil
 }
 
 // fsverityDigest measures a file's fs-verity digest (FS_IOC_MEASURE_VERITY)
