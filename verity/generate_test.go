@@ -13,11 +13,7 @@ import (
 // generator and requires the committed file to be exactly that output, so
 // the assembly is never edited by hand away from its source.
 func TestGeneratedAssemblyIsCurrent(t *testing.T) {
-	if testutil.InVM() {
-		// The guest has neither the source tree nor python3; the host tier
-		// runs this check.
-		t.Skip("source check: runs on the host, not in the VM guest")
-	}
+	testutil.RequireHost(t, "reads the source tree and runs python3")
 	py := testutil.RequireTool(t, "python3")
 	out, err := exec.Command(py, "gen_sha256x16.py").Output()
 	if err != nil {

@@ -57,3 +57,14 @@ func RequireVM(t testing.TB) {
 		t.Skip("runs inside the VM tier only (internal/vmtest; make test runs it under QEMU)")
 	}
 }
+
+// RequireHost skips a test inside the VM guest, which holds only the test
+// binary, its package directory and the tools the tier carries: no source
+// tree, no sibling packages' testdata, no host toolchain. why says what the
+// test needs from the host; the host tier runs it.
+func RequireHost(t testing.TB, why string) {
+	t.Helper()
+	if InVM() {
+		t.Skip("host tier only: " + why)
+	}
+}

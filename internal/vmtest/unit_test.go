@@ -13,16 +13,13 @@ import (
 
 	"github.com/intact-project/intact/internal/testpki"
 	"github.com/intact-project/intact/internal/testutil"
-	"github.com/intact-project/intact/internal/vmtest/guest"
 )
 
 // TestAppendPESections checks the UKI section layout with debug/pe and with
 // binutils' objdump/objcopy, and that sbsign signs and sbverify verifies the
 // result (Authenticode hashes every section, so a wrong layout shows).
 func TestAppendPESections(t *testing.T) {
-	if guest.InVM() {
-		t.Skip("host-side test (needs binutils and sbsigntool)")
-	}
+	testutil.RequireHost(t, "needs binutils and sbsigntool")
 	objdump := testutil.RequireTool(t, "objdump")
 	objcopy := testutil.RequireTool(t, "objcopy")
 	img := minimalPE()

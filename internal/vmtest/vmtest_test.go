@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/intact-project/intact/internal/vmtest/guest"
+	"github.com/intact-project/intact/internal/testutil"
 )
 
 // requireHostVM skips the host-side harness tests unless the run boots VMs
@@ -19,9 +19,7 @@ import (
 // guest.
 func requireHostVM(t *testing.T) {
 	t.Helper()
-	if guest.InVM() {
-		t.Skip("host-side harness test; this is the guest")
-	}
+	testutil.RequireHost(t, "boots VMs under QEMU")
 	if os.Getenv("INTACT_VM_HOST_TESTS") != "1" {
 		t.Skip("boots VMs under QEMU; make test-vm runs it (INTACT_VM_HOST_TESTS=1)")
 	}
