@@ -28,7 +28,6 @@ func scratchExt4(t *testing.T) string {
 			t.Fatal("INTACT_VM_SCRATCH_EXT4 is not set inside the VM: the harness must mount an ext4 made with `mkfs.ext4 -O verity` and name it there")
 		}
 		testutil.RequireVM(t)
-		t.Skip("INTACT_VM_SCRATCH_EXT4 not set (set by the VM tier: a mounted ext4 with the verity feature)")
 	}
 	d, err := os.MkdirTemp(dir, "fsverity-test-")
 	if err != nil {

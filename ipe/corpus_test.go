@@ -337,12 +337,12 @@ func lintCorpusCase(c corpusCase, loaded []string, blobSize int) (string, *LintR
 	return ErrnoName(res.Errno()), res
 }
 
-func loadAnswers(t testing.TB) (*kernelAnswers, bool) {
+// loadAnswers reads the committed kernel answers; their absence is a
+// failure, not a skip (re-record them with TestVMKernelDifferential
+// -update-kernel-answers, then -import-kernel-answers).
+func loadAnswers(t testing.TB) *kernelAnswers {
 	t.Helper()
 	b, err := os.ReadFile(answersFile)
-	if os.IsNotExist(err) {
-		return nil, false
-	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,17 +350,14 @@ func loadAnswers(t testing.TB) (*kernelAnswers, bool) {
 	if err := json.Unmarshal(b, &a); err != nil {
 		t.Fatalf("%s: %v", answersFile, err)
 	}
-	return &a, true
+	return &a
 }
 
 // TestKernelAnswers compares our verdict and errno on every corpus policy
 // with the answer the real kernel gave (recorded by
 // TestVMKernelDifferential -update-kernel-answers).
 func TestKernelAnswers(t *testing.T) {
-	ans, ok := loadAnswers(t)
-	if !ok {
-		t.Skip("no recorded kernel answers in " + answersFile + " yet: the VM tier records them (TestVMKernelDifferential -update-kernel-answers)")
-	}
+	ans := loadAnswers(t)
 	cs := readCorpus(t)
 	var loaded []string
 	mismatches := 0
