@@ -74,6 +74,41 @@ func digestReader(r io.Reader) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
+// fill sets what every on-disk source reports alike: a file's size and
+// content digest, a symlink's target and length, and the xattrs.
+func (n *Node) fill(size int64, open func() (io.ReadCloser, error), readlink func() (string, error), xattrs func() (map[string][]byte, error)) error {
+	switch n.Type {
+	case "file":
+		n.Size = size
+		f, err := open()
+		if err != nil {
+			return err
+		}
+		n.Digest, err = digestReader(f)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	case "symlink":
+		t, err := readlink()
+		if err != nil {
+			return err
+		}
+		n.Target, n.Size = t, int64(len(t))
+	}
+	x, err := xattrs()
+	if err != nil {
+		return err
+	}
+	if len(x) > 0 {
+		n.Xattrs = map[string]string{}
+		for k, v := range x {
+			n.Xattrs[k] = string(v)
+		}
+	}
+	return nil
+}
+
 // linkGroups fills Link from the identity keys.
 func (s Snapshot) linkGroups() {
 	groups := map[string][]string{}
@@ -110,35 +145,15 @@ func FromDir(root string) (Snapshot, error) {
 		n := &Node{Type: typeOf(st.Mode), Mode: st.Mode & 0o7777, UID: st.Uid, GID: st.Gid,
 			Mtime: st.Mtim.Sec*1e9 + st.Mtim.Nsec, Nlink: uint32(st.Nlink),
 			id: fmt.Sprintf("%d:%d", st.Dev, st.Ino)}
-		switch n.Type {
-		case "file":
-			n.Size = st.Size
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			n.Digest, err = digestReader(f)
-			f.Close()
-			if err != nil {
-				return err
-			}
-		case "symlink":
-			if n.Target, err = os.Readlink(p); err != nil {
-				return err
-			}
-			n.Size = int64(len(n.Target))
-		case "char", "block":
+		if n.Type == "char" || n.Type == "block" {
 			n.Major, n.Minor = linux.Major(st.Rdev), linux.Minor(st.Rdev)
 		}
-		x, err := linux.Lxattrs(p)
+		err = n.fill(st.Size,
+			func() (io.ReadCloser, error) { return os.Open(p) },
+			func() (string, error) { return os.Readlink(p) },
+			func() (map[string][]byte, error) { return linux.Lxattrs(p) })
 		if err != nil {
 			return err
-		}
-		if len(x) > 0 {
-			n.Xattrs = map[string]string{}
-			for k, v := range x {
-				n.Xattrs[k] = string(v)
-			}
 		}
 		s[rel] = n
 		return nil
@@ -163,35 +178,15 @@ func FromFS(fsys *erofs.FS) (Snapshot, error) {
 		}
 		n := &Node{Type: typeOf(in.RawMode), Mode: in.RawMode & 0o7777, UID: in.UID, GID: in.GID,
 			Mtime: in.Mtime.UnixNano(), Nlink: in.Nlink, id: fmt.Sprint(in.NID)}
-		switch n.Type {
-		case "file":
-			n.Size = in.Size
-			f, err := fsys.Open(p)
-			if err != nil {
-				return err
-			}
-			n.Digest, err = digestReader(f)
-			f.Close()
-			if err != nil {
-				return err
-			}
-		case "symlink":
-			if n.Target, err = fsys.ReadLink(p); err != nil {
-				return err
-			}
-			n.Size = int64(len(n.Target))
-		case "char", "block":
+		if n.Type == "char" || n.Type == "block" {
 			n.Major, n.Minor = in.DevMajor(), in.DevMinor()
 		}
-		x, err := in.Xattrs()
+		err = n.fill(in.Size,
+			func() (io.ReadCloser, error) { return fsys.Open(p) },
+			func() (string, error) { return fsys.ReadLink(p) },
+			in.Xattrs)
 		if err != nil {
 			return err
-		}
-		if len(x) > 0 {
-			n.Xattrs = map[string]string{}
-			for k, v := range x {
-				n.Xattrs[k] = string(v)
-			}
 		}
 		s[p] = n
 		return nil
