@@ -16,6 +16,9 @@ const (
 	MS_RELATIME = unix.MS_RELATIME
 )
 
+// Unmount flags.
+const MNT_DETACH = unix.MNT_DETACH
+
 // Mount wraps mount(2).
 func Mount(source, target, fstype string, flags uintptr, data string) error {
 	return wrap(fmt.Sprintf("mount %s on %s (%s)", source, target, fstype),
