@@ -148,7 +148,7 @@ func (s *Snapshotter) blob(ctx context.Context, desc ocispec.Descriptor, progres
 	if s.opts.Content == nil {
 		return nil, nil, errors.New("no content store to read the layer from")
 	}
-	ra, err := s.opts.Content.ReaderAt(ctx, desc)
+	ra, err := s.opts.Content.ReaderAt(contentContext(ctx), desc)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read layer blob from containerd: %w", err)
 	}
@@ -161,8 +161,9 @@ func (s *Snapshotter) applySigned(ctx context.Context, id string, desc ocispec.D
 	if e == nil {
 		return nil, fmt.Errorf("%w: referrer %s has no artifacts for this layer", ErrLayerMismatch, v.bundle.Desc.Digest)
 	}
-	return s.acquire(ctx, signedKey(e.RootHash), id, func(l *layer) error {
-		l.rec = record{Key: signedKey(e.RootHash), Digest: desc.Digest, Profile: layerpkg.ProfileTarIndex,
+	key := signedKey(e.RootHash, e.Signature)
+	return s.acquire(ctx, key, id, func(l *layer) error {
+		l.rec = record{Key: key, Digest: desc.Digest, Profile: layerpkg.ProfileTarIndex,
 			RootHash: e.RootHash, Signed: true, Image: o.Image, Referrer: v.bundle.Desc.Digest}
 		if s.opts.TrustAnchors != nil {
 			signer, err := oci.VerifyRootHashSignature(e.Signature, e.RootHash, s.opts.TrustAnchors)

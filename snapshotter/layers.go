@@ -25,20 +25,20 @@ import (
 // record is a layer's layer.json: what was verified, and how to open it
 // again.
 type record struct {
-	ID       string        `json:"id"`
-	Key      string        `json:"key"`              // what shares it: s:<root hash>, u:<layer digest>, d:<id>
-	Digest   digest.Digest `json:"digest,omitempty"` // the layer blob (empty for a committed directory)
-	DiffID   digest.Digest `json:"diff_id,omitempty"`
-	TarSize  int64         `json:"tar_size,omitempty"`
+	ID       string           `json:"id"`
+	Key      string           `json:"key"`              // what shares it: s:<root hash>, u:<layer digest>, d:<id>
+	Digest   digest.Digest    `json:"digest,omitempty"` // the layer blob (empty for a committed directory)
+	DiffID   digest.Digest    `json:"diff_id,omitempty"`
+	TarSize  int64            `json:"tar_size,omitempty"`
 	Profile  layerpkg.Profile `json:"profile"`
-	RootHash string        `json:"root_hash"`
-	Signed   bool          `json:"signed"`
-	Signer   string        `json:"signer,omitempty"` // subject, when trust anchors checked it in userspace
-	Image    string        `json:"image,omitempty"`  // the reference it was first pulled for
-	Referrer digest.Digest `json:"referrer,omitempty"`
-	Verity   verity.Params `json:"verity"`
-	Size     int64         `json:"size"` // bytes of the data file (data device and tree)
-	Created  time.Time     `json:"created"`
+	RootHash string           `json:"root_hash"`
+	Signed   bool             `json:"signed"`
+	Signer   string           `json:"signer,omitempty"` // subject, when trust anchors checked it in userspace
+	Image    string           `json:"image,omitempty"`  // the reference it was first pulled for
+	Referrer digest.Digest    `json:"referrer,omitempty"`
+	Verity   verity.Params    `json:"verity"`
+	Size     int64            `json:"size"` // bytes of the data file (data device and tree)
+	Created  time.Time        `json:"created"`
 }
 
 // layer is a verified layer in memory.
@@ -62,8 +62,16 @@ const (
 	dmUUIDPrefix = "INTACT-LAYER-"
 )
 
-func signedKey(rootHex string) string           { return "s:" + rootHex }
-func unsignedKey(blob digest.Digest) string     { return "u:" + blob.String() }
+// signedKey shares a signed layer between images whose referrers carry the
+// same root hash AND the same signature bytes: a layer signed by another key
+// (or re-signed) gets its own device, so the kernel checks every signature
+// that any image brings.
+func signedKey(rootHex string, sig []byte) string {
+	h := sha256.Sum256(sig)
+	return "s:" + rootHex + ":" + hex.EncodeToString(h[:16])
+}
+
+func unsignedKey(blob digest.Digest) string      { return "u:" + blob.String() }
 func (s *Snapshotter) layerDir(id string) string { return filepath.Join(s.root, layersDir, id) }
 func (l *layer) mountpoint() string              { return filepath.Join(l.dir, mountDir) }
 

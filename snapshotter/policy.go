@@ -11,6 +11,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/reference"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -83,7 +84,7 @@ func (s *Snapshotter) verdict(ctx context.Context, o origin) (*verdict, error) {
 	if s.opts.Content == nil {
 		return nil, fmt.Errorf("%w: no content store to read manifest %s from", ErrReferrer, o.Manifest)
 	}
-	desc, m, err := readManifest(ctx, s.opts.Content, o.Manifest)
+	desc, m, err := readManifest(contentContext(ctx), s.opts.Content, o.Manifest)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrReferrer, err)
 	}
@@ -107,6 +108,16 @@ func (s *Snapshotter) verdict(ctx context.Context, o origin) (*verdict, error) {
 	}
 	s.verdicts.put(k, v)
 	return v, nil
+}
+
+// contentContext carries the containerd namespace of an incoming request
+// (gRPC metadata) on to the requests intactd makes to containerd's content
+// store.
+func contentContext(ctx context.Context) context.Context {
+	if ns, ok := namespaces.Namespace(ctx); ok {
+		return namespaces.WithNamespace(ctx, ns)
+	}
+	return ctx
 }
 
 // readManifest reads a platform manifest from containerd's content store.

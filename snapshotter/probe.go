@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/intact-project/intact/dm"
 	"github.com/intact-project/intact/internal/linux"
@@ -37,6 +38,26 @@ type Probe struct {
 // Scratch files go to dir. Anything missing is ErrNotSupported with the
 // kernel option that provides it.
 func ProbeKernel(ctx context.Context, dir string) (Probe, error) {
+	probeMu.Lock()
+	defer probeMu.Unlock()
+	if probed != nil {
+		return *probed, nil
+	}
+	p, err := probeKernel(ctx, dir)
+	if err == nil {
+		probed = &p
+	}
+	return p, err
+}
+
+// The first successful probe of a process is reused: the kernel does not
+// lose features while it runs.
+var (
+	probeMu sync.Mutex
+	probed  *Probe
+)
+
+func probeKernel(ctx context.Context, dir string) (Probe, error) {
 	var p Probe
 	var missing []string
 	var err error

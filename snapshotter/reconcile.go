@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/containerd/containerd/v2/core/snapshots/storage"
+	"github.com/containerd/errdefs"
 
 	"github.com/intact-project/intact/dm"
 	"github.com/intact-project/intact/internal/linux"
@@ -31,6 +32,9 @@ func (s *Snapshotter) reconcile(ctx context.Context) error {
 	var ids map[string]string
 	err := s.ms.WithTransaction(ctx, false, func(ctx context.Context) (err error) {
 		ids, err = storage.IDMap(ctx)
+		if errdefs.IsNotFound(err) { // a new database has no bucket yet
+			ids, err = map[string]string{}, nil
+		}
 		return err
 	})
 	if err != nil {

@@ -45,7 +45,7 @@ var (
 
 type precondition string
 
-func (e precondition) Error() string    { return string(e) }
+func (e precondition) Error() string       { return string(e) }
 func (e precondition) FailedPrecondition() {}
 
 type dataLoss string
@@ -166,9 +166,13 @@ func New(ctx context.Context, opts Options) (*Snapshotter, error) {
 	return s, nil
 }
 
-func (s *Snapshotter) upperPath(id string) string { return filepath.Join(s.root, "snapshots", id, "fs") }
-func (s *Snapshotter) workPath(id string) string  { return filepath.Join(s.root, "snapshots", id, "work") }
-func (s *Snapshotter) snapDir(id string) string   { return filepath.Join(s.root, "snapshots", id) }
+func (s *Snapshotter) upperPath(id string) string {
+	return filepath.Join(s.root, "snapshots", id, "fs")
+}
+func (s *Snapshotter) workPath(id string) string {
+	return filepath.Join(s.root, "snapshots", id, "work")
+}
+func (s *Snapshotter) snapDir(id string) string { return filepath.Join(s.root, "snapshots", id) }
 
 // Stat returns the info of a snapshot.
 func (s *Snapshotter) Stat(ctx context.Context, key string) (info snapshots.Info, err error) {

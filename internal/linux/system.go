@@ -128,3 +128,19 @@ func Flock(f *os.File) error {
 		}
 	}
 }
+
+// Exec replaces the calling process with argv0 (execve(2)).
+func Exec(argv0 string, argv, envv []string) error {
+	return wrap("execve "+argv0, unix.Exec(argv0, argv, envv))
+}
+
+// ErrnoName returns the symbolic name of an errno ("EACCES"), or "" for an
+// unknown one.
+func ErrnoName(e Errno) string { return unix.ErrnoName(e) }
+
+// DropCaches writes back dirty pages and drops clean caches (page cache,
+// dentries and inodes), so that the next read of a file goes to its device.
+func DropCaches() error {
+	unix.Sync()
+	return os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200)
+}
