@@ -337,21 +337,8 @@ func TestContainerdInVM(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 		}
 		s.ctr("container", "delete", "c2")
-		for _, ns := range []string{"default", "k8s.io"} {
-			out, _ := s.run("ctr", "--address", s.ctrdSock, "--namespace", ns, "image", "ls", "-q")
-			for _, ref := range strings.Fields(out) {
-				if _, err := s.run("ctr", "--address", s.ctrdSock, "--namespace", ns, "image", "rm", "--sync", ref); err != nil {
-					t.Error(err)
-				}
-			}
-		}
-		var st kernelState
-		for i := 0; i < 100; i++ {
-			if st = s.kernelState(); st.empty() && len(s.layerRecords()) == 0 {
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		s.removeImages(t)
+		st := s.waitEmpty()
 		if !st.empty() {
 			t.Errorf("after removing every container and image, intactd left:\n%s", st)
 			for _, ns := range []string{"default", "k8s.io"} {

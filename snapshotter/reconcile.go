@@ -98,7 +98,9 @@ func (s *Snapshotter) reconcile(ctx context.Context) error {
 		}
 		rec, sig, err := loadRecord(dir)
 		if isStage(e.Name()) || err != nil {
-			if !isStage(e.Name()) {
+			if isStage(e.Name()) {
+				s.log.Info("removing a half-built layer", "dir", dir)
+			} else {
 				s.log.Warn("removing a layer without a usable record", "dir", dir, "err", err)
 			}
 			s.unmountAll(dir, mounted)
