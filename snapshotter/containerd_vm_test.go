@@ -28,7 +28,7 @@ const greeting = "hello from a verified layer" // internal/ctrprobe.Greeting
 
 // images is the test's set of images in the stack's registry.
 type testImages struct {
-	app, pause, unsigned, untrusted, otherTree, tampered string
+	app, pause, whiteouts, unsigned, untrusted, otherTree, tampered string
 	appLayers                                            []ocispec.Descriptor
 	blobMarker                                           []byte
 }
@@ -70,6 +70,17 @@ func pushImages(t *testing.T, s *stack, keys guest.Keys) testImages {
 	im.pause = reg + "/pause:1"
 	s.pushImage("pause", "1", []testLayer{base}, []string{"/bin/ctrprobe", "pause"})
 	s.sign(im.pause, keys.SignKey, keys.SignCert)
+
+	// Whiteouts and an opaque directory in a signed layer, over the app's
+	// first two layers (shared: same digests, same signatures).
+	im.whiteouts = reg + "/whiteouts:1"
+	s.pushImage("whiteouts", "1", []testLayer{base, data, {comp: "gzip", files: []testFile{
+		{name: "etc/.wh.hostname", mode: 0o644},
+		{name: "data", dir: true, mode: 0o755},
+		{name: "data/.wh..wh..opq", mode: 0o644},
+		{name: "data/new.txt", mode: 0o644, data: []byte("new\n")},
+	}}}, entry)
+	s.sign(im.whiteouts, keys.SignKey, keys.SignCert)
 
 	im.unsigned = reg + "/unsigned:1"
 	s.pushImage("unsigned", "1", []testLayer{base, unique("unsigned")}, entry)
@@ -178,7 +189,7 @@ func TestContainerdInVM(t *testing.T) {
 			if !strings.Contains(out, c.want) {
 				t.Errorf("%s: the error does not say %q:\n%s", c.name, c.want, out)
 			}
-			t.Logf("%s: refused: %s", c.name, lastLine(out))
+			t.Logf("%s: refused: %s", c.name, errorLine(out))
 			if after := s.kernelState(); after.String() != before.String() {
 				t.Errorf("%s: the refused pull left kernel state behind:\n%s", c.name, after)
 			}
@@ -206,6 +217,21 @@ func TestContainerdInVM(t *testing.T) {
 		}
 		if strings.TrimSpace(out) != greeting {
 			t.Errorf("ctr run printed %q, want %q", out, greeting)
+		}
+	})
+
+	t.Run("whiteouts and opaque directories", func(t *testing.T) {
+		if _, err := pull(im.whiteouts); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(s.layerRecords()); n != 4 {
+			t.Errorf("%d layers after the whiteout image, want 4 (two shared with app)", n)
+		}
+		for path, want := range map[string]string{"/etc/hostname": "ENOENT", "/data/blob.bin": "ENOENT", "/data/new.txt": "read 4 bytes", "/bin/ctrprobe": "read "} {
+			out, _ := s.ctrRun("--rm", im.whiteouts, "wh", "/bin/ctrprobe", "read", path)
+			if !strings.Contains(out, want) {
+				t.Errorf("read %s in the whiteout image: %q, want %q", path, out, want)
+			}
 		}
 	})
 
@@ -276,6 +302,11 @@ func TestContainerdInVM(t *testing.T) {
 	})
 
 	t.Run("CRI", func(t *testing.T) {
+		if out, err := s.crictl("pull", im.unsigned); err == nil || !strings.Contains(out, "unsigned image refused") {
+			t.Errorf("crictl pull of an unsigned image: %v\n%s", err, out)
+		} else {
+			t.Logf("crictl pull %s: %s", im.unsigned, lastLine(out))
+		}
 		if out, err := s.crictl("pull", im.app); err != nil {
 			t.Fatal(out)
 		}
@@ -421,6 +452,16 @@ func writeJSON(t *testing.T, path string, v any) {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// errorLine returns the line of ctr's output that holds its error.
+func errorLine(s string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, "ctr: ") {
+			return l
+		}
+	}
+	return lastLine(s)
 }
 
 func lastLine(s string) string {

@@ -185,8 +185,8 @@ func matchRepo(pattern, repo string) bool {
 	return pattern == repo
 }
 
-// checkPattern validates an allow_unsigned pattern.
-func checkPattern(p string) error {
+// CheckPattern validates an allow_unsigned pattern (see Options).
+func CheckPattern(p string) error {
 	if p == "*" {
 		return nil
 	}

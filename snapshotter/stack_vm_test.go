@@ -69,6 +69,20 @@ func requireStack(t *testing.T) {
 // trusts the initramfs and signed dm-verity only.
 func newStack(t *testing.T, keys guest.Keys, intactdFlags ...string) *stack {
 	t.Helper()
+	return newStackWith(t, keys, stackOptions{intactdFlags: intactdFlags})
+}
+
+// stackOptions adjust a stack: intactd flags, and the containerd
+// configuration (an edit of the `intactd containerd-config` fragment, and
+// TOML appended to the main configuration).
+type stackOptions struct {
+	intactdFlags    []string
+	editFragment    func(string) string
+	containerdExtra string
+}
+
+func newStackWith(t *testing.T, keys guest.Keys, o stackOptions) *stack {
+	t.Helper()
 	ensureCgroup2(t)
 	ensureEtc(t)
 	// Not under /tmp: keep the stack on the root file system, as on a host.
@@ -92,8 +106,8 @@ func newStack(t *testing.T, keys guest.Keys, intactdFlags ...string) *stack {
 	s.start("registry", "intact", "registry", "serve", "--addr", "127.0.0.1:0", "--dir", filepath.Join(dir, "registry"), "--json")
 	s.registry = s.waitRegistryAddr()
 	s.tools = verifiedVolume(t, filepath.Join(dir, "tools"), []string{"runc", "containerd-shim-runc-v2"}, keys)
-	s.startIntactd(intactdFlags...)
-	s.startContainerd()
+	s.startIntactd(o.intactdFlags...)
+	s.startContainerd(o)
 	return s
 }
 
@@ -279,19 +293,23 @@ func waitSocket(t *testing.T, path, what string) {
 func (s *stack) startIntactd(flags ...string) {
 	s.t.Helper()
 	args := append([]string{"intactd", "--root", s.intactRoot, "--address", s.intactSock,
-		"--containerd-address", s.ctrdSock, "--hosts-dir", "", "--log-level", "debug"}, flags...)
+		"--containerd-address", s.ctrdSock, "--containerd-root", filepath.Join(s.dir, "containerd-root"), "--hosts-dir", "", "--log-level", "debug"}, flags...)
 	s.start("intactd", args...)
 	waitSocket(s.t, s.intactSock, "intactd")
 }
 
-func (s *stack) startContainerd() {
+func (s *stack) startContainerd(o stackOptions) {
 	s.t.Helper()
-	frag, err := exec.Command("intactd", "containerd-config", "--address", s.intactSock).Output()
+	out, err := exec.Command("intactd", "containerd-config", "--address", s.intactSock).Output()
 	if err != nil {
 		s.t.Fatalf("intactd containerd-config: %v", err)
 	}
+	frag := string(out)
+	if o.editFragment != nil {
+		frag = o.editFragment(frag)
+	}
 	fragPath := filepath.Join(s.dir, "intact.toml")
-	if err := os.WriteFile(fragPath, frag, 0o644); err != nil {
+	if err := os.WriteFile(fragPath, []byte(frag), 0o644); err != nil {
 		s.t.Fatal(err)
 	}
 	cfg := fmt.Sprintf(`version = 3
@@ -308,7 +326,7 @@ imports = [%q]
 # The guest's root is the initramfs, where pivot_root cannot work.
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
   NoPivotRoot = true
-`, filepath.Join(s.dir, "containerd-root"), filepath.Join(s.dir, "cs"), fragPath, s.ctrdSock, s.registry+"/pause:1")
+`, filepath.Join(s.dir, "containerd-root"), filepath.Join(s.dir, "cs"), fragPath, s.ctrdSock, s.registry+"/pause:1") + o.containerdExtra
 	cfgPath := filepath.Join(s.dir, "containerd.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		s.t.Fatal(err)

@@ -30,6 +30,7 @@ type config struct {
 	Root              string   `toml:"root"`
 	Address           string   `toml:"address"`
 	ContainerdAddress string   `toml:"containerd_address"`
+	ContainerdRoot    string   `toml:"containerd_root"`
 	HostsDir          string   `toml:"hosts_dir"`
 	RegistryAuth      string   `toml:"registry_auth"`
 	RequireSignatures bool     `toml:"require_signatures"`
@@ -44,6 +45,7 @@ func defaultConfig() config {
 		Root:              "/var/lib/intact",
 		Address:           "/run/intact/intactd.sock",
 		ContainerdAddress: "/run/containerd/containerd.sock",
+		ContainerdRoot:    "/var/lib/containerd",
 		HostsDir:          "/etc/containerd/certs.d",
 		RequireSignatures: true,
 		LogLevel:          "info",
@@ -57,6 +59,7 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Root, "root", d.Root, "directory for the metadata database, snapshots and verified layers")
 	fs.StringVar(&c.Address, "address", d.Address, "unix socket intactd serves containerd's snapshots and diff APIs on")
 	fs.StringVar(&c.ContainerdAddress, "containerd-address", d.ContainerdAddress, "containerd's socket, to read layer blobs and manifests from its content store")
+	fs.StringVar(&c.ContainerdRoot, "containerd-root", d.ContainerdRoot, "containerd's root directory: layer blobs are read from its content store files when they are there (faster than the content API); \"\" to always use the API")
 	fs.StringVar(&c.HostsDir, "hosts-dir", d.HostsDir, "registry host configuration in containerd's config_path layout (<dir>/<host>/hosts.toml: mirrors, plain-http, CA, client certificates); \"\" for containerd's defaults")
 	fs.StringVar(&c.RegistryAuth, "registry-auth", "", "Docker-style config.json with registry credentials (auths) for fetching referrers; \"\" for anonymous access")
 	fs.BoolVar(&c.RequireSignatures, "require-signatures", d.RequireSignatures, "refuse every layer without a signed dm-verity referrer, except repositories named by --allow-unsigned")
@@ -68,7 +71,7 @@ func (c *config) flags(fs *pflag.FlagSet) {
 
 // flagKeys maps flag names to the TOML keys they override.
 var flagKeys = map[string]string{
-	"root": "root", "address": "address", "containerd-address": "containerd_address",
+	"root": "root", "address": "address", "containerd-address": "containerd_address", "containerd-root": "containerd_root",
 	"hosts-dir": "hosts_dir", "registry-auth": "registry_auth", "require-signatures": "require_signatures",
 	"allow-unsigned": "allow_unsigned", "trust-anchor": "trust_anchors", "max-layer-size": "max_layer_size",
 	"log-level": "log_level",
@@ -111,6 +114,8 @@ func load(path string, fs *pflag.FlagSet, fromFlags config) (config, error) {
 			c.Address = fromFlags.Address
 		case "containerd_address":
 			c.ContainerdAddress = fromFlags.ContainerdAddress
+		case "containerd_root":
+			c.ContainerdRoot = fromFlags.ContainerdRoot
 		case "hosts_dir":
 			c.HostsDir = fromFlags.HostsDir
 		case "registry_auth":
@@ -138,6 +143,11 @@ func (c *config) validate() error {
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err
+	}
+	for _, p := range c.AllowUnsigned {
+		if err := snapshotter.CheckPattern(p); err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
 	}
 	if c.MaxLayerSize < 0 {
 		return fmt.Errorf("config: max_layer_size must not be negative")
@@ -219,8 +229,13 @@ func (c *config) options(ctx context.Context, log *slog.Logger) (snapshotter.Opt
 			hostsDir = ""
 		}
 	}
+	contentDir := ""
+	if c.ContainerdRoot != "" {
+		contentDir = filepath.Join(c.ContainerdRoot, "io.containerd.content.v1.content")
+	}
 	return snapshotter.Options{
 		Root:              c.Root,
+		ContentDir:        contentDir,
 		RequireSignatures: c.RequireSignatures,
 		AllowUnsigned:     c.AllowUnsigned,
 		TrustAnchors:      pool,

@@ -144,3 +144,8 @@ func DropCaches() error {
 	unix.Sync()
 	return os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200)
 }
+
+// Mknod creates a device node (mknod(2)).
+func Mknod(path string, mode uint32, dev uint64) error {
+	return wrap("mknod "+path, unix.Mknod(path, mode, int(dev)))
+}
