@@ -1,6 +1,7 @@
 package snapshotter
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -9,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/intact-project/intact/internal/linux"
 	"github.com/intact-project/intact/internal/vmtest/guest"
+	"github.com/intact-project/intact/veritydev"
 )
 
 // TestCrashRecoveryInVM kills intactd with SIGKILL at random points of
@@ -51,10 +54,20 @@ func TestCrashRecoveryInVM(t *testing.T) {
 	s.removeImages(t)
 
 	for i := 0; i < 8; i++ {
+		// Odd rounds kill as soon as a layer is being built (a staging
+		// directory appears); even rounds at a random time of the pull.
 		delay := time.Duration(rng.Int64N(int64(whole)))
 		done := make(chan error, 1)
 		go func() { _, err := pull(); done <- err }()
-		time.Sleep(delay)
+		if i%2 == 1 {
+			start := time.Now()
+			for time.Since(start) < 2*whole && !s.building() {
+				time.Sleep(time.Millisecond)
+			}
+			delay = time.Since(start)
+		} else {
+			time.Sleep(delay)
+		}
 		s.kill("intactd")
 		err := <-done
 		stages := 0
@@ -75,14 +88,36 @@ func TestCrashRecoveryInVM(t *testing.T) {
 		t.Logf("kill %d after %v: pull %s; %d half-built layers; reconcile: %v", i, delay.Round(time.Millisecond),
 			map[bool]string{true: "had finished", false: "failed"}[err == nil], stages, actions)
 		s.checkWhole(t)
-		if i%3 == 2 {
-			s.removeImages(t)
-		}
+		s.removeImages(t) // the next pull builds every layer again
 	}
 	if out, err := pull(); err != nil {
 		t.Fatalf("pull after the crashes: %s", out)
 	}
 	s.checkWhole(t)
+
+	// A reboot loses every device and mount: the restarted intactd opens
+	// each layer again (the kernel checks its signature again) and mounts
+	// it.
+	s.stop("intactd")
+	before := len(s.layerRecords())
+	for _, m := range s.kernelState().mounts {
+		if err := linux.Unmount(m.Point, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name := range s.kernelState().devices {
+		if err := veritydev.Close(context.Background(), name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := s.kernelState(); !st.empty() {
+		t.Fatalf("could not clear the kernel state:\n%s", st)
+	}
+	s.startIntactd()
+	s.checkWhole(t)
+	if n := len(s.layerRecords()); n != before {
+		t.Errorf("%d layers after the restart, %d before", n, before)
+	}
 	out, err := s.ctrRun("--rm", ref, "after-crashes", "/bin/ctrprobe", "hello")
 	if err != nil || strings.TrimSpace(out) != greeting {
 		t.Fatalf("run after the crashes: %v\n%s", err, out)
@@ -91,6 +126,18 @@ func TestCrashRecoveryInVM(t *testing.T) {
 	if st := s.waitEmpty(); !st.empty() {
 		t.Errorf("after removing the image, intactd left:\n%s", st)
 	}
+}
+
+// building reports whether intactd is building a layer (a staging
+// directory exists).
+func (s *stack) building() bool {
+	ents, _ := os.ReadDir(filepath.Join(s.intactRoot, layersDir))
+	for _, e := range ents {
+		if isStage(e.Name()) {
+			return true
+		}
+	}
+	return false
 }
 
 // removeImages removes every image of both namespaces and waits for

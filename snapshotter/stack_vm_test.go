@@ -296,6 +296,24 @@ func (s *stack) startIntactd(flags ...string) {
 		"--containerd-address", s.ctrdSock, "--containerd-root", filepath.Join(s.dir, "containerd-root"), "--hosts-dir", "", "--log-level", "debug"}, flags...)
 	s.start("intactd", args...)
 	waitSocket(s.t, s.intactSock, "intactd")
+	if s.procs["containerd"] == nil {
+		return
+	}
+	// containerd reconnects to a restarted intactd within its proxy
+	// backoff (at most 3 s); calls made before fail. A Prepare reaches
+	// intactd (listing would be answered from containerd's own metadata).
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; ; i++ {
+		key := fmt.Sprintf("reconnect-probe-%d", i)
+		_, err := s.ctr("snapshots", "--snapshotter", "intact", "prepare", key)
+		if err == nil {
+			s.ctr("snapshots", "--snapshotter", "intact", "rm", key)
+			return
+		} else if time.Now().After(deadline) {
+			s.t.Fatalf("containerd does not reach the restarted intactd: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func (s *stack) startContainerd(o stackOptions) {
