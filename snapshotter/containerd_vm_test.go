@@ -211,6 +211,11 @@ func TestContainerdInVM(t *testing.T) {
 			t.Errorf("%d layers for app (3 layers) and pause (its first layer shared): %+v", len(recs), recs)
 		}
 		checkVerifiedLayers(t, s, recs)
+		// Its first layer is verified now; the unsigned image that shares it
+		// is still refused.
+		if out, err := pull(im.unsigned); err == nil || !strings.Contains(out, "unsigned image refused") {
+			t.Errorf("unsigned image after its first layer was verified for app: %v\n%s", err, out)
+		}
 		out, err := s.ctrRun("--rm", im.app, "c1", "/bin/ctrprobe", "hello")
 		if err != nil {
 			t.Fatal(err)
