@@ -17,6 +17,7 @@ import (
 	"github.com/intact-project/intact/internal/testpki"
 	"github.com/intact-project/intact/internal/testutil"
 	"github.com/intact-project/intact/internal/vmtest"
+	"github.com/intact-project/intact/kmod/kmodtest"
 	"github.com/intact-project/intact/pkcs7"
 )
 
@@ -261,11 +262,11 @@ func sampleModule(t *testing.T) []byte {
 			return b
 		}
 	}
-	return minimalModule("sample", "1.0")
+	return kmodtest.Module("sample", "1.0")
 }
 
 func TestParseErrors(t *testing.T) {
-	raw := minimalModule("x", "1")
+	raw := kmodtest.Module("x", "1")
 	db := testpki.MustNew(t, testpki.Options{Key: testpki.RSA2048})
 	s, _ := pkcs7.NewSigner(db.Leaf.Certificate, db.Leaf.Key)
 	signed, err := Sign(raw, s, SignOptions{})

@@ -1,15 +1,20 @@
-package kmod
+// Package kmodtest builds minimal kernel module files for tests: ELF64
+// relocatable objects with a .modinfo section, which the kmod parsers accept
+// (the kernel would not load them; real modules come from
+// internal/vmtest/cmd/vmkbuild).
+package kmodtest
 
 import (
 	"bytes"
 	"encoding/binary"
+	"strings"
 )
 
-// minimalModule builds the smallest ELF64 relocatable object the parsers
+// Module builds the smallest ELF64 relocatable object the parsers
 // accept as a module: a .modinfo section with name= and version=, and the
 // section name table.
-func minimalModule(name, version string) []byte {
-	modinfo := []byte("version=" + version + "\x00name=" + name + "\x00vermagic=6.12.0 SMP mod_unload\x00")
+func Module(name, version string, depends ...string) []byte {
+	modinfo := []byte("version=" + version + "\x00name=" + name + "\x00depends=" + strings.Join(depends, ",") + "\x00vermagic=6.12.0 SMP mod_unload\x00")
 	shstr := []byte("\x00.modinfo\x00.shstrtab\x00")
 	const ehsize, shentsize = 64, 64
 	dataOff := ehsize
