@@ -122,7 +122,6 @@ type keys struct {
 	ca                        *x509.Certificate
 	caSigner, leaf, untrusted *pkcs7.Signer
 	revokedTBS, revokedX509   *pkcs7.Signer
-	caKey                     any
 	verifyTrust               kmod.VerifyOptions
 	guest                     guest.Keys
 }
