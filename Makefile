@@ -49,16 +49,23 @@ clean:
 # fs-verity, IPE or keyrings run inside Debian's kernel under QEMU.
 # Host-side harness tests (negative controls, Secure Boot refusal) run on the
 # host; every package with VM tests runs inside the guest through vmexec.
-VM_PKGS  ?= dm loop keyring verity veritydev fsverity ipe internal/vmtest cmd/intact
+VM_PKGS  ?= dm loop keyring verity veritydev fsverity ipe internal/vmtest cmd/intact kmod
 VM_TOOLS ?= veritysetup,dmsetup,openssl,fsverity,mkfs.ext4,mkfs.erofs,keyctl,losetup,findmnt,mount,umount
 VM_TIMING := $(BIN)/vm-timing.log
+# The out-of-tree test module (kmod/testdata/testmod), built against Debian's
+# linux-headers for the VM kernel and carried to /intact/testmod/{v1,v2}.
+TESTMOD   := $(BIN)/testmod
+VM_FILES  := --file $(CURDIR)/$(TESTMOD)/v1/intact_testmod.ko:/intact/testmod/v1/intact_testmod.ko \
+	--file $(CURDIR)/$(TESTMOD)/v2/intact_testmod.ko:/intact/testmod/v2/intact_testmod.ko
 test-vm: deps build
 	$(GO) build -o $(BIN)/vmexec ./internal/vmtest/cmd/vmexec
+	$(GO) run ./internal/vmtest/cmd/vmkbuild -o $(TESTMOD) --variant v1:INTACT_TESTMOD_VERSION=1 \
+		--variant v2:INTACT_TESTMOD_VERSION=2 kmod/testdata/testmod
 	@rm -f $(VM_TIMING); start=$$(date +%s); \
 	INTACT_TEST_STRICT=1 INTACT_VM_HOST_TESTS=1 INTACT_VM_TIMING_LOG=$(CURDIR)/$(VM_TIMING) \
 		$(GO) test -count=1 -timeout 20m ./internal/vmtest/ && \
 	CGO_ENABLED=0 INTACT_TEST_STRICT=1 INTACT_VM_TIMING_LOG=$(CURDIR)/$(VM_TIMING) \
-		$(GO) test -count=1 -p 1 -timeout 20m -exec "$(CURDIR)/$(BIN)/vmexec --mode secureboot --tool $(VM_TOOLS) --file $(CURDIR)/$(BIN)/intact:/usr/bin/intact" \
+		$(GO) test -count=1 -p 1 -timeout 20m -exec "$(CURDIR)/$(BIN)/vmexec --mode secureboot --tool $(VM_TOOLS) --file $(CURDIR)/$(BIN)/intact:/usr/bin/intact $(VM_FILES)" \
 		$$(for d in $(VM_PKGS); do [ -d $$d ] && echo ./$$d/...; done); rc=$$?; \
 	if [ $$rc -eq 0 ]; then $(MAKE) --no-print-directory test-vm-containerd; rc=$$?; fi; \
 	cat $(VM_TIMING) 2>/dev/null; echo "test-vm: $$(( $$(date +%s) - start ))s in total"; exit $$rc

@@ -36,6 +36,8 @@ const (
 	ENOMEM       = unix.ENOMEM
 	EMSGSIZE     = unix.EMSGSIZE
 	EROFS        = unix.EROFS
+	ENOEXEC      = unix.ENOEXEC
+	ENOPKG       = unix.ENOPKG
 )
 
 // Error is a failed syscall or ioctl: the operation and its errno.

@@ -39,6 +39,14 @@ func FinitModule(f *os.File, params string, flags int) error {
 	return wrap("finit_module "+f.Name(), unix.FinitModule(int(f.Fd()), params, flags))
 }
 
+// InitModule loads a kernel module from memory (init_module(2)). Unlike
+// FinitModule the kernel sees no file: LSMs such as IPE evaluate the load
+// without file properties, so rules that trust dm-verity devices do not
+// match it.
+func InitModule(image []byte, params string) error {
+	return wrap("init_module", unix.InitModule(image, params))
+}
+
 // PowerOff syncs and powers the machine off (reboot(2) with
 // LINUX_REBOOT_CMD_POWER_OFF). It returns only on failure.
 func PowerOff() error {

@@ -307,8 +307,16 @@ var uriLine = regexp.MustCompile(`^'([^']+)' (\S+) (\d+) SHA256:([0-9a-f]{64})$`
 
 // printURIs asks debian-fetch which files it would download and with which
 // SHA-256 (from the signed index).
-func printURIs(ctx context.Context, fetch, suite, dest string, pkgs ...string) ([]Deb, error) {
-	args := append([]string{"--suite", suite, "--print-uris", "--dest", dest}, pkgs...)
+//
+// apt-get prints nothing for a package whose file is already in the
+// destination directory, so the listing runs in an empty one.
+func printURIs(ctx context.Context, fetch, suite, _ string, pkgs ...string) ([]Deb, error) {
+	empty, err := os.MkdirTemp("", "intact-debian-fetch-")
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrFetch, err)
+	}
+	defer os.RemoveAll(empty)
+	args := append([]string{"--suite", suite, "--print-uris", "--dest", empty}, pkgs...)
 	cmd := exec.CommandContext(ctx, fetch, args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr

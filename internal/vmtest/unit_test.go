@@ -3,7 +3,9 @@ package vmtest
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"debug/pe"
+	"encoding/hex"
 	"errors"
 	"os"
 	"os/exec"
@@ -166,5 +168,46 @@ func TestVMRunsStaticCLI(t *testing.T) {
 	}
 	if res.ExitCode != 0 || !strings.Contains(out.String(), `"device": "/dev/dm-`) {
 		t.Fatalf("exit %d:\n%s", res.ExitCode, out.String())
+	}
+}
+
+// TestEnrollVarsDBX: the variable store the Secure Boot guest boots with
+// has dbx holding the revoked leaves (virt-fw-vars reads it back).
+func TestEnrollVarsDBX(t *testing.T) {
+	testutil.RequireHost(t, "runs virt-fw-vars from the VM cache")
+	a, err := Fetch(context.Background(), FetchOptions{})
+	if err != nil {
+		testutil.Unavailable(t, "VM assets: "+err.Error())
+	}
+	dir := t.TempDir()
+	p, err := NewPKI(filepath.Join(dir, "pki"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := filepath.Join(dir, "vars.fd")
+	if err := EnrollVars(context.Background(), a, p, vars); err != nil {
+		t.Fatal(err)
+	}
+	shim := filepath.Join(dir, "pyshim")
+	cmd := exec.Command("python3", "-c",
+		"import sys; from virt.firmware.vars import main; sys.argv[0] = 'virt-fw-vars'; sys.exit(main())",
+		"-i", vars, "--print", "--verbose")
+	cmd.Env = append(os.Environ(), "PYTHONPATH="+a.PythonPath()+":"+shim)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("virt-fw-vars --print: %v\n%s", err, out)
+	}
+	s := string(out)
+	for _, want := range []string{"name=dbx", "siglist type=3bd2a492-96c0-4079-b420-fcf98ef103ed count=1",
+		"subject CN=" + p.RevokedX509.Certificate.Subject.CommonName, "subject CN=intact test db root CA"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("varstore print lacks %q:\n%s", want, s)
+		}
+	}
+	// The TBS entry's bytes (virt-fw-vars does not print them).
+	tbs := sha256.Sum256(p.RevokedTBS.Certificate.RawTBSCertificate)
+	esl := DBXEntries(p.RevokedTBS.Certificate, p.RevokedX509.Certificate)
+	if !bytes.Contains(esl, tbs[:]) || !bytes.Contains(esl, guidBytes(certX509SHA256GUID)) {
+		t.Errorf("dbx lists lack the TBS hash %s", hex.EncodeToString(tbs[:]))
 	}
 }

@@ -585,6 +585,11 @@ func buildInitramfs(ctx context.Context, a *Assets, opts Options, initBin string
 		guest.EnvUntrustedCACert: pki.UntrustFile.RootPEM,
 		guest.EnvUntrustedCert:   pki.UntrustFile.CertPEM,
 		guest.EnvUntrustedKey:    pki.UntrustFile.KeyPEM,
+		guest.EnvCAKey:           pki.DBFiles.RootKey,
+		guest.EnvRevokedTBSKey:   pki.RevokedTBSKey,
+		guest.EnvRevokedTBSCert:  pki.RevokedTBSCert,
+		guest.EnvRevokedX509Key:  pki.RevokedX509Key,
+		guest.EnvRevokedX509Cert: pki.RevokedX509Cert,
 	}
 	for env, host := range keys {
 		rel, _ := filepath.Rel(pki.Dir, host)
