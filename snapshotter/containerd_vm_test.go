@@ -28,7 +28,7 @@ const greeting = "hello from a verified layer" // internal/ctrprobe.Greeting
 
 // images is the test's set of images in the stack's registry.
 type testImages struct {
-	app, pause, whiteouts, unsigned, untrusted, otherTree, tampered string
+	app, pause, whiteouts, unsigned, devUnsigned, untrusted, otherTree, tampered string
 	appLayers                                            []ocispec.Descriptor
 	blobMarker                                           []byte
 }
@@ -84,6 +84,9 @@ func pushImages(t *testing.T, s *stack, keys guest.Keys) testImages {
 
 	im.unsigned = reg + "/unsigned:1"
 	s.pushImage("unsigned", "1", []testLayer{base, unique("unsigned")}, entry)
+
+	im.devUnsigned = reg + "/dev/unsigned:1"
+	s.pushImage("dev/unsigned", "1", []testLayer{base, unique("dev-unsigned")}, entry)
 
 	im.untrusted = reg + "/untrusted:1"
 	s.pushImage("untrusted", "1", []testLayer{unique("untrusted-a"), unique("untrusted-b")}, entry)
@@ -196,6 +199,23 @@ func TestContainerdInVM(t *testing.T) {
 		}
 	})
 
+	// From here on intactd has userspace trust anchors (the test CA) and
+	// allows unsigned images of HOST/dev/*.
+	s.stop("intactd")
+	s.startIntactd("--trust-anchor", keys.CACert, "--allow-unsigned", s.registry+"/dev/*")
+
+	t.Run("trust anchors refuse early", func(t *testing.T) {
+		before := s.kernelState()
+		out, err := pull(im.untrusted)
+		if err == nil || !strings.Contains(out, "root-hash signature by an untrusted key") || strings.Contains(out, "ENOKEY") {
+			t.Errorf("untrusted signer with trust anchors: want a refusal before the kernel is asked, got %v\n%s", err, out)
+		}
+		t.Logf("refused: %s", errorLine(out))
+		if after := s.kernelState(); after.String() != before.String() {
+			t.Errorf("the refused pull left kernel state behind:\n%s", after)
+		}
+	})
+
 	t.Run("pull and run", func(t *testing.T) {
 		if out, err := pull(im.app); err != nil {
 			t.Fatal(err)
@@ -225,12 +245,44 @@ func TestContainerdInVM(t *testing.T) {
 		}
 	})
 
+	t.Run("unsigned where allowed", func(t *testing.T) {
+		before := len(s.layerRecords())
+		if out, err := pull(im.devUnsigned); err != nil {
+			t.Fatalf("pull of an allowed unsigned image: %v\n%s", err, out)
+		}
+		st := s.kernelState()
+		var unsigned int
+		for _, r := range s.layerRecords() {
+			if r.Signed {
+				if r.Signer == "" {
+					t.Errorf("layer %s: signed, but no signer recorded although trust anchors checked it", r.ID)
+				}
+				continue
+			}
+			unsigned++
+			tbl := st.devices[dmNamePrefix+instanceTag(s.intactRoot)+"-"+r.ID]
+			if r.Profile != "full" || r.Image != im.devUnsigned || strings.Contains(tbl, "root_hash_sig_key_desc") || !strings.Contains(tbl, r.RootHash) {
+				t.Errorf("unsigned layer %s: profile %s, image %s, table %q", r.ID, r.Profile, r.Image, tbl)
+			}
+		}
+		// The first layer's chain (same diff_id at the bottom) is app's,
+		// committed and verified with its signature: containerd reuses it.
+		if unsigned != 1 || len(s.layerRecords()) != before+1 {
+			t.Errorf("%d unsigned layers (%d layers before, %d now), want 1 new unsigned one", unsigned, before, len(s.layerRecords()))
+		}
+		out, err := s.ctrRun("--rm", im.devUnsigned, "u1", "/bin/ctrprobe", "hello")
+		if err != nil || strings.TrimSpace(out) != greeting {
+			t.Errorf("run: %v\n%s", err, out)
+		}
+	})
+
 	t.Run("whiteouts and opaque directories", func(t *testing.T) {
+		before := len(s.layerRecords())
 		if _, err := pull(im.whiteouts); err != nil {
 			t.Fatal(err)
 		}
-		if n := len(s.layerRecords()); n != 4 {
-			t.Errorf("%d layers after the whiteout image, want 4 (two shared with app)", n)
+		if n := len(s.layerRecords()); n != before+1 {
+			t.Errorf("%d layers after the whiteout image, want %d (two shared with app)", n, before+1)
 		}
 		for path, want := range map[string]string{"/etc/hostname": "ENOENT", "/data/blob.bin": "ENOENT", "/data/new.txt": "read 4 bytes", "/bin/ctrprobe": "read "} {
 			out, _ := s.ctrRun("--rm", im.whiteouts, "wh", "/bin/ctrprobe", "read", path)
