@@ -47,6 +47,7 @@ type stack struct {
 	intactSock string
 	intactRoot string
 	tools      string // mount point of the verified volume with runc and the shim
+	cfgPath    string // containerd's configuration
 	procs      map[string]*exec.Cmd
 	logs       map[string]string
 }
@@ -349,7 +350,16 @@ imports = [%q]
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		s.t.Fatal(err)
 	}
-	s.start("containerd", "containerd", "--config", cfgPath, "--log-level", "debug")
+	s.cfgPath = cfgPath
+	s.runContainerd()
+}
+
+// runContainerd starts containerd with the stack's configuration, behind
+// wrapper (a command prefix, e.g. ctrprobe dropcap mac_admin), and waits
+// until its plugins answer.
+func (s *stack) runContainerd(wrapper ...string) {
+	s.t.Helper()
+	s.start("containerd", append(wrapper, "containerd", "--config", s.cfgPath, "--log-level", "debug")...)
 	waitSocket(s.t, s.ctrdSock, "containerd")
 	// Wait until the plugins answer.
 	deadline := time.Now().Add(60 * time.Second)
