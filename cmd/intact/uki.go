@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/intact-project/intact/efi"
 	"github.com/intact-project/intact/internal/atomicfile"
 	"github.com/intact-project/intact/uki"
 )
@@ -157,7 +158,7 @@ func (f *ukiBuildFlags) register(c *cobra.Command) {
 
 func newUKIBuildCmd(e *env) *cobra.Command {
 	var f ukiBuildFlags
-	var out string
+	var out, keyPath, certPath string
 	c := &cobra.Command{
 		Use:   "build --linux VMLINUZ [--initrd F]... [--cmdline S] -o OUT",
 		Short: "Assemble a unified kernel image",
@@ -172,8 +173,8 @@ CheckSum 0. The output depends only on the inputs (no timestamps), so
 SOURCE_DATE_EPOCH has nothing to change. Unlike ukify, the build machine's
 /etc/os-release is never embedded: .osrel comes only from --os-release.
 
-The UKI is unsigned: sign it with 'intact efi sign --key db.key --cert
-db.crt'. --json prints the section list.`,
+With --key and --cert the UKI is signed (Authenticode, as 'intact efi sign'
+does); otherwise it is unsigned. --json prints the section list.`,
 		Example: `  intact uki build --linux /boot/vmlinuz-6.12.0 --initrd initrd.img \
       --cmdline "console=ttyS0 ro" --os-release @/etc/os-release -o uki.efi
   intact efi sign --key keys/db.key --cert keys/db.crt uki.efi -o BOOTX64.EFI`,
@@ -190,6 +191,16 @@ db.crt'. --json prints the section list.`,
 			if err != nil {
 				return err
 			}
+			signed := keyPath != "" || certPath != ""
+			if signed {
+				s, err := loadEFISigner(keyPath, certPath)
+				if err != nil {
+					return err
+				}
+				if img, err = efi.Sign(img, s, efi.SignOptions{}); err != nil {
+					return err
+				}
+			}
 			if err := atomicfile.WriteFile(out, img, 0o644); err != nil {
 				return err
 			}
@@ -204,12 +215,18 @@ db.crt'. --json prints the section list.`,
 					*uki.Info
 				}{out, len(img), info})
 			}
-			e.printf("wrote %s (%d bytes, unsigned)\n", out, len(img))
+			state := "unsigned"
+			if signed {
+				state = "signed"
+			}
+			e.printf("wrote %s (%d bytes, %s)\n", out, len(img), state)
 			return nil
 		},
 	}
 	f.register(c)
 	c.Flags().StringVarP(&out, "output", "o", "", "output file (required)")
+	c.Flags().StringVar(&keyPath, "key", "", "sign with this RSA key (a db key, see 'intact efi sign')")
+	c.Flags().StringVar(&certPath, "cert", "", "certificate of --key")
 	return c
 }
 

@@ -313,3 +313,26 @@ func (im *Image) EndOfVirtual() uint64 {
 	}
 	return end
 }
+
+// Checksum computes the PE image checksum of img (the algorithm of
+// Windows' CheckSumMappedFile, which sbsign also applies after signing):
+// the one's-complement-style sum of the little-endian 16-bit words of the
+// file, with the CheckSum field at csOff counted as zero, folded to 16 bits,
+// plus the file length.
+func Checksum(img []byte, csOff int) uint32 {
+	var sum uint64
+	n := len(img)
+	for i := 0; i+1 < n; i += 2 {
+		if i == csOff || i == csOff+2 {
+			continue
+		}
+		sum += uint64(binary.LittleEndian.Uint16(img[i:]))
+		sum = (sum & 0xffff) + (sum >> 16)
+	}
+	if n%2 == 1 {
+		sum += uint64(img[n-1])
+		sum = (sum & 0xffff) + (sum >> 16)
+	}
+	sum = (sum & 0xffff) + (sum >> 16)
+	return uint32(sum) + uint32(n)
+}
