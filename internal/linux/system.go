@@ -125,3 +125,19 @@ func Flock(f *os.File) error {
 		}
 	}
 }
+
+// ClearImmutable clears the immutable attribute (FS_IMMUTABLE_FL, chattr
+// -i) of the open file f, if set. efivarfs marks most variables immutable.
+func ClearImmutable(f *os.File) error {
+	flags, err := unix.IoctlGetUint32(int(f.Fd()), unix.FS_IOC_GETFLAGS)
+	if err != nil {
+		return wrap("ioctl FS_IOC_GETFLAGS "+f.Name(), err)
+	}
+	if flags&fsImmutableFL == 0 {
+		return nil
+	}
+	return wrap("ioctl FS_IOC_SETFLAGS "+f.Name(), unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, int(flags&^fsImmutableFL)))
+}
+
+// fsImmutableFL is FS_IMMUTABLE_FL from linux/fs.h.
+const fsImmutableFL = 0x00000010

@@ -149,3 +149,20 @@ func SignEFI(ctx context.Context, key, cert, in, out string) error {
 	}
 	return nil
 }
+
+// VirtFirmware returns the command that runs one of virt-firmware's tools
+// (module "vars" for virt-fw-vars, "sigdb" for virt-fw-sigdb) from the
+// fetched assets on this machine's python3; shimDir is a scratch directory
+// for the importlib_resources shim.
+func VirtFirmware(ctx context.Context, a *Assets, module, shimDir string, args ...string) (*exec.Cmd, error) {
+	if err := os.MkdirAll(filepath.Join(shimDir, "importlib_resources"), 0o755); err != nil {
+		return nil, fmt.Errorf("vmtest: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(shimDir, "importlib_resources", "__init__.py"), []byte(pyShim), 0o644); err != nil {
+		return nil, fmt.Errorf("vmtest: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, "python3", append([]string{"-c",
+		"import sys; from virt.firmware." + module + " import main; sys.argv[0] = 'virt-fw-" + module + "'; sys.exit(main())"}, args...)...)
+	cmd.Env = append(os.Environ(), "PYTHONPATH="+a.PythonPath()+":"+shimDir)
+	return cmd, nil
+}
