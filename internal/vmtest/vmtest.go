@@ -10,8 +10,8 @@
 // either directly (-kernel/-initrd, no firmware: fast, no keys trusted) or
 // through OVMF Secure Boot: a fresh PK/KEK/db hierarchy is enrolled into a
 // copy of the variable store, the kernel, initramfs and command line are
-// assembled into a UKI signed by a leaf of the db CA, and the firmware boots
-// it from an ESP. The kernel then loads the db CA into its platform keyring,
+// assembled into a UKI (package uki) signed with Authenticode (package efi)
+// by a leaf of the db CA, and the firmware boots it from an ESP. The kernel then loads the db CA into its platform keyring,
 // so dm-verity root-hash signatures and IPE policies signed by the guest's
 // test key are trusted.
 //
@@ -251,7 +251,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		if opts.Unsigned {
 			err = os.Rename(uki, bootx64)
 		} else {
-			err = SignEFI(ctx, pki.UKIKey, pki.UKICert, uki, bootx64)
+			err = SignEFI(pki.UKISigner, uki, bootx64)
 		}
 		if err != nil {
 			return nil, err
