@@ -141,3 +141,40 @@ func ClearImmutable(f *os.File) error {
 
 // fsImmutableFL is FS_IMMUTABLE_FL from linux/fs.h.
 const fsImmutableFL = 0x00000010
+
+// MS_MOVE moves a mount (mount(2) with MS_MOVE).
+const MS_MOVE = unix.MS_MOVE
+
+// Chroot wraps chroot(2).
+func Chroot(path string) error { return wrap("chroot "+path, unix.Chroot(path)) }
+
+// Exec replaces the process image (execve(2)); it returns only on failure.
+func Exec(path string, argv, env []string) error {
+	return wrap("execve "+path, unix.Exec(path, argv, env))
+}
+
+// Halt syncs and halts the machine (reboot(2) with LINUX_REBOOT_CMD_HALT).
+// It returns only on failure.
+func Halt() error {
+	unix.Sync()
+	return wrap("reboot(HALT)", unix.Reboot(unix.LINUX_REBOOT_CMD_HALT))
+}
+
+// SameDevice reports whether two paths are on the same file system
+// (st_dev), without following symlinks.
+func SameDevice(a, b string) (bool, error) {
+	var sa, sb unix.Stat_t
+	if err := unix.Lstat(a, &sa); err != nil {
+		return false, wrap("lstat "+a, err)
+	}
+	if err := unix.Lstat(b, &sb); err != nil {
+		return false, wrap("lstat "+b, err)
+	}
+	return sa.Dev == sb.Dev, nil
+}
+
+// Reboot syncs and restarts the machine. It returns only on failure.
+func Reboot() error {
+	unix.Sync()
+	return wrap("reboot(RESTART)", unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART))
+}

@@ -1,0 +1,190 @@
+package host
+
+import (
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	diskfs "github.com/diskfs/go-diskfs"
+	"github.com/diskfs/go-diskfs/backend/file"
+	"github.com/diskfs/go-diskfs/disk"
+	"github.com/diskfs/go-diskfs/filesystem"
+	"github.com/diskfs/go-diskfs/partition/gpt"
+
+	"github.com/intact-project/intact/host/bootcfg"
+	"github.com/intact-project/intact/internal/atomicfile"
+)
+
+var sha256Hash = crypto.SHA256
+
+const (
+	mib      = 1 << 20
+	sector   = 512
+	minESP   = 40 * mib // FAT32 needs 65525 clusters (512-byte clusters below 260 MiB)
+	gptSlack = mib      // room for the backup GPT at the end
+)
+
+func alignMiB(n int64) int64 { return (n + mib - 1) / mib * mib }
+
+// buildDisk assembles disk.img: GPT, ESP (FAT32 with the signed UKI as
+// EFI/BOOT/BOOTX64.EFI), root, root-verity, root-verity-sig and an
+// optional var partition, each aligned to 1 MiB.
+func buildDisk(ctx context.Context, s *Spec, out string, ukiImg []byte, root *rootImage, sig []byte, seed [32]byte, epoch int64, m *Manifest) error {
+	espSize := max(alignMiB(int64(len(ukiImg))+2*mib+int64(len(ukiImg))/8), minESP)
+	if s.Disk.ESPSize != "" {
+		v, _ := ParseSize(s.Disk.ESPSize)
+		if v < int64(len(ukiImg))+mib || v < minESP {
+			return fmt.Errorf("%w: disk.esp_size %s cannot hold the UKI (%d bytes; FAT32 needs at least %d MiB)", ErrSpec, s.Disk.ESPSize, len(ukiImg), minESP/mib)
+		}
+		espSize = alignMiB(v)
+	}
+	rootUUID, verityUUID := bootcfg.PartitionUUIDs(root.hash)
+	type part struct {
+		name, typ, uuid string
+		size, used      int64
+	}
+	parts := []part{
+		{"esp", bootcfg.TypeESP, uuidString(derive(seed, "esp uuid")), espSize, int64(len(ukiImg))},
+		{"root-x86-64", bootcfg.TypeRootX86, rootUUID, alignMiB(root.size), root.size},
+		{"root-x86-64-verity", bootcfg.TypeRootVerityX86, verityUUID, alignMiB(root.vsize), root.vsize},
+		{"root-x86-64-verity-sig", bootcfg.TypeRootSigX86, uuidString(derive([32]byte(sha256.Sum256(root.hash)), "sig uuid")), mib, int64(len(bytesTrim(sig)))},
+	}
+	if s.Var.Mode == bootcfg.VarPartition {
+		v, _ := ParseSize(s.Var.Size)
+		parts = append(parts, part{"var", bootcfg.TypeVar, uuidString(derive(seed, "var uuid")), alignMiB(v), 0})
+	}
+	offset := int64(mib)
+	var table gpt.Table
+	table.LogicalSectorSize, table.PhysicalSectorSize, table.ProtectiveMBR = sector, sector, true
+	dg := derive([32]byte(sha256.Sum256(append(seed[:], root.hash...))), "disk guid")
+	table.GUID = uuidString(dg)
+	for i, p := range parts {
+		table.Partitions = append(table.Partitions, &gpt.Partition{Index: i + 1, Start: uint64(offset / sector),
+			End: uint64((offset+p.size)/sector - 1), Size: uint64(p.size), Type: gpt.Type(p.typ), Name: p.name, GUID: p.uuid})
+		m.Disk.Partitions = append(m.Disk.Partitions, PartitionInfo{Name: p.name, Type: p.typ, UUID: p.uuid, Offset: offset, Size: p.size, Used: p.used})
+		offset += p.size
+	}
+	size := offset + gptSlack
+	m.Disk.Size, m.Disk.GUID = size, table.GUID
+
+	path := filepath.Join(out, DiskFile)
+	f, err := atomicfile.Create(path, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		return fmt.Errorf("host: disk: %w", err)
+	}
+	// Root, tree and signature: copied in the kernel where the file
+	// system can (copy_file_range).
+	for i, src := range []string{root.image, root.hashf} {
+		if err := copyInto(f.File, m.Disk.Partitions[i+1].Offset, src); err != nil {
+			return err
+		}
+	}
+	if _, err := f.WriteAt(sig, m.Disk.Partitions[3].Offset); err != nil {
+		return fmt.Errorf("host: disk: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	d, err := diskfs.OpenBackend(file.New(f.File, false), diskfs.WithSectorSize(diskfs.SectorSize512))
+	if err != nil {
+		return fmt.Errorf("host: disk: %w", err)
+	}
+	if err := d.Partition(&table); err != nil {
+		return fmt.Errorf("host: GPT: %w", err)
+	}
+	if err := writeESP(d, ukiImg, epoch); err != nil {
+		return err
+	}
+	if s.Var.Mode == bootcfg.VarPartition {
+		if err := formatVar(d, len(parts)); err != nil {
+			return err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(f.File, 0, size)); err != nil {
+		return err
+	}
+	m.Disk.SHA256 = hex.EncodeToString(h.Sum(nil))
+	return f.Commit()
+}
+
+func bytesTrim(b []byte) []byte {
+	for len(b) > 0 && b[len(b)-1] == 0 {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// copyInto copies the file src into dst at off.
+func copyInto(dst *os.File, off int64, src string) error {
+	sf, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer sf.Close()
+	if _, err := dst.Seek(off, io.SeekStart); err != nil {
+		return err
+	}
+	if _, err := dst.ReadFrom(sf); err != nil {
+		return fmt.Errorf("host: disk: copy %s: %w", filepath.Base(src), err)
+	}
+	return nil
+}
+
+// writeESP creates the FAT32 ESP with EFI/BOOT/BOOTX64.EFI. go-diskfs
+// takes file timestamps from SOURCE_DATE_EPOCH; it is set to the build's
+// epoch while the ESP is written.
+func writeESP(d *disk.Disk, ukiImg []byte, epoch int64) error {
+	epochEnvMu.Lock()
+	defer epochEnvMu.Unlock()
+	old, had := os.LookupEnv("SOURCE_DATE_EPOCH")
+	os.Setenv("SOURCE_DATE_EPOCH", strconv.FormatInt(epoch, 10))
+	defer func() {
+		if had {
+			os.Setenv("SOURCE_DATE_EPOCH", old)
+		} else {
+			os.Unsetenv("SOURCE_DATE_EPOCH")
+		}
+	}()
+	fsys, err := d.CreateFilesystem(disk.FilesystemSpec{Partition: 1, FSType: filesystem.TypeFat32, VolumeLabel: "ESP", Reproducible: true})
+	if err != nil {
+		return fmt.Errorf("host: ESP: %w", err)
+	}
+	if err := fsys.Mkdir("/EFI/BOOT"); err != nil {
+		return fmt.Errorf("host: ESP: %w", err)
+	}
+	w, err := fsys.OpenFile("/EFI/BOOT/BOOTX64.EFI", os.O_CREATE|os.O_RDWR)
+	if err != nil {
+		return fmt.Errorf("host: ESP: %w", err)
+	}
+	if _, err := w.Write(ukiImg); err != nil {
+		return fmt.Errorf("host: ESP: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("host: ESP: %w", err)
+	}
+	return nil
+}
+
+// formatVar makes an ext4 file system on the var partition (index n).
+func formatVar(d *disk.Disk, n int) error {
+	epochEnvMu.Lock()
+	defer epochEnvMu.Unlock()
+	if _, err := d.CreateFilesystem(disk.FilesystemSpec{Partition: n, FSType: filesystem.TypeExt4, VolumeLabel: "var", Reproducible: true}); err != nil {
+		return fmt.Errorf("host: var partition: %w", err)
+	}
+	return nil
+}
