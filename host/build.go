@@ -684,4 +684,3 @@ func readFS(k *Kernel, p string) ([]byte, error) {
 // epochEnvMu serializes the SOURCE_DATE_EPOCH go-diskfs reads for FAT
 // timestamps.
 var epochEnvMu sync.Mutex
-

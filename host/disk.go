@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -105,6 +106,9 @@ func buildDisk(ctx context.Context, s *Spec, out string, ukiImg []byte, root *ro
 	if err := writeESP(d, ukiImg, epoch); err != nil {
 		return err
 	}
+	if err := fixFAT32(f.File, m.Disk.Partitions[0].Offset); err != nil {
+		return err
+	}
 	if s.Var.Mode == bootcfg.VarPartition {
 		if err := formatVar(d, len(parts)); err != nil {
 			return err
@@ -187,4 +191,76 @@ func formatVar(d *disk.Disk, n int) error {
 		return fmt.Errorf("host: var partition: %w", err)
 	}
 	return nil
+}
+
+// fixFAT32 corrects what go-diskfs (v1.9.4) writes differently from what
+// fsck.fat expects: the ".." entry of a directory in the root directory
+// must name cluster 0 (go-diskfs writes the root's cluster), and the
+// FSInfo free-cluster count and next-free hint are filled in instead of
+// left "unknown".
+func fixFAT32(f *os.File, off int64) error {
+	le := binary.LittleEndian
+	bpb := make([]byte, 512)
+	if _, err := f.ReadAt(bpb, off); err != nil {
+		return err
+	}
+	bps, spc := int64(le.Uint16(bpb[11:])), int64(bpb[13])
+	res, nfats := int64(le.Uint16(bpb[14:])), int64(bpb[16])
+	fatSize, rootCluster, fsinfo := int64(le.Uint32(bpb[0x24:])), le.Uint32(bpb[0x2c:]), int64(le.Uint16(bpb[0x30:]))
+	totalSectors := int64(le.Uint32(bpb[0x20:]))
+	if bps != 512 || spc == 0 || string(bpb[0x52:0x57]) != "FAT32" {
+		return fmt.Errorf("host: ESP: unexpected FAT32 boot sector")
+	}
+	firstData := res + nfats*fatSize
+	clusterOff := func(c uint32) int64 { return off + (firstData+(int64(c)-2)*spc)*bps }
+	fat := make([]byte, fatSize*bps)
+	if _, err := f.ReadAt(fat, off+res*bps); err != nil {
+		return err
+	}
+	// Root directory: walk its cluster chain.
+	for c := rootCluster; c >= 2 && c < 0x0ffffff8; c = le.Uint32(fat[4*c:]) & 0x0fffffff {
+		dir := make([]byte, spc*bps)
+		if _, err := f.ReadAt(dir, clusterOff(c)); err != nil {
+			return err
+		}
+		for i := 0; i+32 <= len(dir); i += 32 {
+			e := dir[i : i+32]
+			if e[0] == 0 {
+				break
+			}
+			if e[0] == 0xe5 || e[11]&0x10 == 0 || e[11] == 0x0f || e[0] == '.' {
+				continue
+			}
+			sub := uint32(le.Uint16(e[20:]))<<16 | uint32(le.Uint16(e[26:]))
+			dot := make([]byte, 64)
+			if _, err := f.ReadAt(dot, clusterOff(sub)); err != nil {
+				return err
+			}
+			if string(dot[32:43]) == "..         " {
+				le.PutUint16(dot[32+20:], 0)
+				le.PutUint16(dot[32+26:], 0)
+				if _, err := f.WriteAt(dot[32:64], clusterOff(sub)+32); err != nil {
+					return err
+				}
+			}
+		}
+		if 4*int(c)+4 > len(fat) {
+			break
+		}
+	}
+	clusters := (totalSectors-firstData)/spc + 2
+	var free, next uint32
+	for c := int64(2); c < clusters && 4*c+4 <= int64(len(fat)); c++ {
+		if le.Uint32(fat[4*c:])&0x0fffffff == 0 {
+			if free == 0 {
+				next = uint32(c)
+			}
+			free++
+		}
+	}
+	info := make([]byte, 8)
+	le.PutUint32(info, free)
+	le.PutUint32(info[4:], next)
+	_, err := f.WriteAt(info, off+fsinfo*bps+0x1e8)
+	return err
 }
