@@ -55,7 +55,7 @@ test-vm: deps build
 	$(GO) build -o $(BIN)/vmexec ./internal/vmtest/cmd/vmexec
 	@rm -f $(VM_TIMING); start=$$(date +%s); \
 	INTACT_TEST_STRICT=1 INTACT_VM_HOST_TESTS=1 INTACT_VM_TIMING_LOG=$(CURDIR)/$(VM_TIMING) \
-		$(GO) test -count=1 -timeout 20m ./internal/vmtest/ && \
+		$(GO) test -count=1 -timeout 20m ./internal/vmtest/ ./host/ && \
 	CGO_ENABLED=0 INTACT_TEST_STRICT=1 INTACT_VM_TIMING_LOG=$(CURDIR)/$(VM_TIMING) \
 		$(GO) test -count=1 -p 1 -timeout 20m -exec "$(CURDIR)/$(BIN)/vmexec --mode secureboot --tool $(VM_TOOLS) --file $(CURDIR)/$(BIN)/intact:/usr/bin/intact" \
 		$$(for d in $(VM_PKGS); do [ -d $$d ] && echo ./$$d/...; done); rc=$$?; \

@@ -89,7 +89,6 @@ type Manifest struct {
 	Root struct {
 		Source string `json:"source"`
 		Size   int64  `json:"size"`
-		SHA256 string `json:"sha256"`
 		Inodes uint64 `json:"inodes"`
 	} `json:"root"`
 	UKI struct {
@@ -117,7 +116,6 @@ type Manifest struct {
 	Disk struct {
 		Size       int64           `json:"size"`
 		GUID       string          `json:"guid"`
-		SHA256     string          `json:"sha256"`
 		Partitions []PartitionInfo `json:"partitions"`
 	} `json:"disk"`
 	SourceDateEpoch int64   `json:"source_date_epoch"`
@@ -185,13 +183,37 @@ func Build(ctx context.Context, opts Options) (*Manifest, error) {
 
 	m := &Manifest{Version: 1, KernelRelease: kern.Release, SourceDateEpoch: epoch}
 	seed := sha256.Sum256([]byte("intact host seed\x00" + s.Disk.Seed))
+	// The initramfs is two concatenated archives (the kernel unpacks them
+	// in order): the init and the modules, which do not depend on the root
+	// and are built and compressed while the root is, then the
+	// configuration and the policy.
+	type baseResult struct {
+		b   []byte
+		err error
+	}
+	baseCh := make(chan baseResult, 1)
+	go func() {
+		b, err := baseInitramfs(kern, mods, initBin, s.Boot.Compression, epoch)
+		baseCh <- baseResult{b, err}
+	}()
 	progress("root: EROFS and dm-verity tree")
 	root, err := buildRoot(ctx, s, opts.OutDir, seed, epoch)
+	base := <-baseCh
 	if err != nil {
 		return nil, err
 	}
+	if base.err != nil {
+		return nil, base.err
+	}
+	// The root and its tree go into the disk image while the rest is
+	// built (the ESP, the last partition, follows at the end).
+	disk, err := startDisk(opts.OutDir, root)
+	if err != nil {
+		return nil, err
+	}
+	defer disk.abort()
 	m.RootHash = hex.EncodeToString(root.hash)
-	m.Root.Source, m.Root.Size, m.Root.SHA256, m.Root.Inodes = s.Root.Source, root.size, root.sha256, root.inodes
+	m.Root.Source, m.Root.Size, m.Root.Inodes = s.Root.Source, root.size, root.inodes
 	m.Verity.Verity, m.Verity.UUID = root.cfg, root.uuid
 
 	progress("root-hash signature")
@@ -240,10 +262,11 @@ func Build(ctx context.Context, opts Options) (*Manifest, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("host: %w", err)
 	}
-	initrd, err := buildInitramfs(kern, mods, initBin, cfg, policyBlob, s.Boot.Compression, epoch)
+	tail, err := configInitramfs(cfg, policyBlob, s.Boot.Compression, epoch)
 	if err != nil {
 		return nil, err
 	}
+	initrd := append(base.b, tail...)
 	m.Initramfs.Size, m.Initramfs.SHA256, m.Initramfs.Compression = int64(len(initrd)), sha256hex(initrd), s.Boot.Compression
 	for _, md := range mods {
 		m.Initramfs.Modules = append(m.Initramfs.Modules, md.Name)
@@ -278,7 +301,7 @@ func Build(ctx context.Context, opts Options) (*Manifest, error) {
 	}
 
 	progress("disk image")
-	if err := buildDisk(ctx, s, opts.OutDir, signed, root, sigPart, seed, epoch, m); err != nil {
+	if err := disk.finish(ctx, s, signed, sigPart, seed, epoch, m); err != nil {
 		return nil, err
 	}
 	m.Seconds = time.Since(start).Seconds()
@@ -317,15 +340,15 @@ type rootImage struct {
 	cfg          bootcfg.Verity
 	uuid         string
 	size, vsize  int64
-	sha256       string
 	inodes       uint64
 	image, hashf string
 }
 
 // teeWriter writes the image to the file and the verity builder at once.
 type teeWriter struct {
-	w *bufio.Writer
-	b *verity.Builder
+	w   *bufio.Writer
+	b   *verity.Builder
+	buf []byte
 }
 
 func (t *teeWriter) Write(p []byte) (int, error) {
@@ -333,6 +356,40 @@ func (t *teeWriter) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return t.b.Write(p)
+}
+
+// ReadFrom copies a large file's data (the EROFS writer passes each file
+// as an io.LimitedReader) in 1 MiB reads, writing it to the image file
+// directly rather than through the buffer; small files go through Write.
+func (t *teeWriter) ReadFrom(r io.Reader) (int64, error) {
+	if lr, ok := r.(*io.LimitedReader); !ok || lr.N < 256<<10 {
+		return io.CopyBuffer(struct{ io.Writer }{t}, r, make([]byte, 64<<10))
+	}
+	if err := t.w.Flush(); err != nil {
+		return 0, err
+	}
+	if t.buf == nil {
+		t.buf = make([]byte, 1<<20)
+	}
+	var n int64
+	for {
+		m, err := io.ReadFull(r, t.buf)
+		if m > 0 {
+			if _, werr := t.w.Write(t.buf[:m]); werr != nil {
+				return n, werr
+			}
+			if _, werr := t.b.Write(t.buf[:m]); werr != nil {
+				return n, werr
+			}
+			n += int64(m)
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
 }
 
 // buildRoot writes the EROFS root and its dm-verity tree (with
@@ -439,18 +496,11 @@ func buildRoot(ctx context.Context, s *Spec, out string, seed [32]byte, epoch in
 	if err := hf.Commit(); err != nil {
 		return nil, err
 	}
-	sum := sha256.New()
-	if _, err := img.Seek(0, io.SeekStart); err != nil {
-		return nil, err
-	}
-	if _, err := io.Copy(sum, bufio.NewReaderSize(img, 1<<20)); err != nil {
-		return nil, err
-	}
 	if err := img.Commit(); err != nil {
 		return nil, err
 	}
 	r := &rootImage{hash: vr.RootHash, uuid: uuidString(vuuid), size: res.Size, vsize: vsize,
-		sha256: hex.EncodeToString(sum.Sum(nil)), inodes: res.Inodes, image: imgPath, hashf: hashPath}
+		inodes: res.Inodes, image: imgPath, hashf: hashPath}
 	r.cfg = bootcfg.Verity{Algorithm: vr.Params.Algorithm, DataBlockSize: vr.Params.DataBlockSize, HashBlockSize: vr.Params.HashBlockSize,
 		DataBlocks: vr.Params.DataBlocks, Salt: hex.EncodeToString(vr.Params.Salt), Superblock: !vr.Params.NoSuperblock}
 	return r, nil
@@ -580,9 +630,10 @@ func findIntactInit(s *Spec) (string, error) {
 	return "", fmt.Errorf("host: no intact-init binary (build it: CGO_ENABLED=0 go build -o bin/ ./cmd/intact-init, then pass --intact-init or put it next to intact)")
 }
 
-// buildInitramfs writes the newc archive (compressed) with the init, the
-// modules and their modules.dep, the configuration and the policy.
-func buildInitramfs(k *Kernel, mods []Module, initBin string, cfg *bootcfg.Config, policy []byte, compression string, epoch int64) ([]byte, error) {
+// baseInitramfs is the first archive of the initramfs: the directories,
+// the console, the init and the modules with their modules.dep,
+// compressed.
+func baseInitramfs(k *Kernel, mods []Module, initBin, compression string, epoch int64) ([]byte, error) {
 	var raw bytes.Buffer
 	w := initramfs.NewWriter(&raw)
 	w.SetModTime(uint32(epoch))
@@ -628,6 +679,18 @@ func buildInitramfs(k *Kernel, mods []Module, initBin string, cfg *bootcfg.Confi
 			return nil, err
 		}
 	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return compress(raw.Bytes(), compression)
+}
+
+// configInitramfs is the second archive: the init's configuration and the
+// signed policy.
+func configInitramfs(cfg *bootcfg.Config, policy []byte, compression string, epoch int64) ([]byte, error) {
+	var raw bytes.Buffer
+	w := initramfs.NewWriter(&raw)
+	w.SetModTime(uint32(epoch))
 	js, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
 		return nil, err
@@ -641,13 +704,18 @@ func buildInitramfs(k *Kernel, mods []Module, initBin string, cfg *bootcfg.Confi
 	if err := w.Close(); err != nil {
 		return nil, err
 	}
+	return compress(raw.Bytes(), compression)
+}
+
+func compress(raw []byte, compression string) ([]byte, error) {
 	switch compression {
 	case "none":
-		return raw.Bytes(), nil
+		// Archives are concatenated; each starts 4-byte aligned.
+		return append(raw, make([]byte, (4-len(raw)%4)%4)...), nil
 	case "gzip":
 		var out bytes.Buffer
 		zw, _ := gzip.NewWriterLevel(&out, gzip.BestCompression)
-		if _, err := zw.Write(raw.Bytes()); err != nil {
+		if _, err := zw.Write(raw); err != nil {
 			return nil, err
 		}
 		if err := zw.Close(); err != nil {
@@ -657,12 +725,12 @@ func buildInitramfs(k *Kernel, mods []Module, initBin string, cfg *bootcfg.Confi
 	}
 	// zstd, single-threaded so the output does not depend on the machine;
 	// a 1 MiB window keeps the kernel's decompression workspace small.
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedBetterCompression),
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault),
 		zstd.WithWindowSize(1<<20), zstd.WithEncoderCRC(true))
 	if err != nil {
 		return nil, err
 	}
-	return enc.EncodeAll(raw.Bytes(), nil), nil
+	return enc.EncodeAll(raw, nil), nil
 }
 
 func readFS(k *Kernel, p string) ([]byte, error) {

@@ -5,7 +5,6 @@ import (
 	"crypto"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -33,10 +32,58 @@ const (
 
 func alignMiB(n int64) int64 { return (n + mib - 1) / mib * mib }
 
-// buildDisk assembles disk.img: GPT, ESP (FAT32 with the signed UKI as
-// EFI/BOOT/BOOTX64.EFI), root, root-verity, root-verity-sig and an
-// optional var partition, each aligned to 1 MiB.
-func buildDisk(ctx context.Context, s *Spec, out string, ukiImg []byte, root *rootImage, sig []byte, seed [32]byte, epoch int64, m *Manifest) error {
+// diskBuild is a disk image being assembled: root and root-verity are
+// copied in (in the background) as soon as they exist, the rest follows in
+// finish. Layout, each partition 1 MiB aligned: root, root-verity,
+// root-verity-sig, [var], ESP (last, so that the root can be placed before
+// the UKI's size is known; firmware finds the ESP by its type).
+type diskBuild struct {
+	f                       *atomicfile.File
+	root                    *rootImage
+	rootOff, verityOff, end int64
+	copyErr                 chan error
+	done                    bool
+}
+
+func startDisk(out string, root *rootImage) (*diskBuild, error) {
+	f, err := atomicfile.Create(filepath.Join(out, DiskFile), 0o644)
+	if err != nil {
+		return nil, err
+	}
+	d := &diskBuild{f: f, root: root, rootOff: mib, copyErr: make(chan error, 1)}
+	d.verityOff = d.rootOff + alignMiB(root.size)
+	d.end = d.verityOff + alignMiB(root.vsize)
+	go func() {
+		err := copyInto(f.File, d.rootOff, root.image)
+		if err == nil {
+			err = copyInto(f.File, d.verityOff, root.hashf)
+		}
+		d.copyErr <- err
+	}()
+	return d, nil
+}
+
+// abort drops an unfinished image.
+func (d *diskBuild) abort() {
+	if !d.done {
+		<-d.copyErr
+		d.done = true
+		d.f.Close()
+	}
+}
+
+// finish writes the signature partition, the optional var partition, the
+// ESP with the UKI and the GPT, and commits disk.img.
+func (d *diskBuild) finish(ctx context.Context, s *Spec, ukiImg, sig []byte, seed [32]byte, epoch int64, m *Manifest) error {
+	err := <-d.copyErr
+	d.done = true
+	defer d.f.Close()
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	espSize := max(alignMiB(int64(len(ukiImg))+2*mib+int64(len(ukiImg))/8), minESP)
 	if s.Disk.ESPSize != "" {
 		v, _ := ParseSize(s.Disk.ESPSize)
@@ -45,13 +92,13 @@ func buildDisk(ctx context.Context, s *Spec, out string, ukiImg []byte, root *ro
 		}
 		espSize = alignMiB(v)
 	}
+	root := d.root
 	rootUUID, verityUUID := bootcfg.PartitionUUIDs(root.hash)
 	type part struct {
 		name, typ, uuid string
 		size, used      int64
 	}
 	parts := []part{
-		{"esp", bootcfg.TypeESP, uuidString(derive(seed, "esp uuid")), espSize, int64(len(ukiImg))},
 		{"root-x86-64", bootcfg.TypeRootX86, rootUUID, alignMiB(root.size), root.size},
 		{"root-x86-64-verity", bootcfg.TypeRootVerityX86, verityUUID, alignMiB(root.vsize), root.vsize},
 		{"root-x86-64-verity-sig", bootcfg.TypeRootSigX86, uuidString(derive([32]byte(sha256.Sum256(root.hash)), "sig uuid")), mib, int64(len(bytesTrim(sig)))},
@@ -60,11 +107,11 @@ func buildDisk(ctx context.Context, s *Spec, out string, ukiImg []byte, root *ro
 		v, _ := ParseSize(s.Var.Size)
 		parts = append(parts, part{"var", bootcfg.TypeVar, uuidString(derive(seed, "var uuid")), alignMiB(v), 0})
 	}
+	parts = append(parts, part{"esp", bootcfg.TypeESP, uuidString(derive(seed, "esp uuid")), espSize, int64(len(ukiImg))})
 	offset := int64(mib)
 	var table gpt.Table
 	table.LogicalSectorSize, table.PhysicalSectorSize, table.ProtectiveMBR = sector, sector, true
-	dg := derive([32]byte(sha256.Sum256(append(seed[:], root.hash...))), "disk guid")
-	table.GUID = uuidString(dg)
+	table.GUID = uuidString(derive([32]byte(sha256.Sum256(append(seed[:], root.hash...))), "disk guid"))
 	for i, p := range parts {
 		table.Partitions = append(table.Partitions, &gpt.Partition{Index: i + 1, Start: uint64(offset / sector),
 			End: uint64((offset+p.size)/sector - 1), Size: uint64(p.size), Type: gpt.Type(p.typ), Name: p.name, GUID: p.uuid})
@@ -73,55 +120,32 @@ func buildDisk(ctx context.Context, s *Spec, out string, ukiImg []byte, root *ro
 	}
 	size := offset + gptSlack
 	m.Disk.Size, m.Disk.GUID = size, table.GUID
-
-	path := filepath.Join(out, DiskFile)
-	f, err := atomicfile.Create(path, 0o644)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
+	f := d.f
 	if err := f.Truncate(size); err != nil {
 		return fmt.Errorf("host: disk: %w", err)
 	}
-	// Root, tree and signature: copied in the kernel where the file
-	// system can (copy_file_range).
-	for i, src := range []string{root.image, root.hashf} {
-		if err := copyInto(f.File, m.Disk.Partitions[i+1].Offset, src); err != nil {
-			return err
-		}
-	}
-	if _, err := f.WriteAt(sig, m.Disk.Partitions[3].Offset); err != nil {
+	if _, err := f.WriteAt(sig, m.Disk.Partitions[2].Offset); err != nil {
 		return fmt.Errorf("host: disk: %w", err)
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	d, err := diskfs.OpenBackend(file.New(f.File, false), diskfs.WithSectorSize(diskfs.SectorSize512))
+	dk, err := diskfs.OpenBackend(file.New(f.File, false), diskfs.WithSectorSize(diskfs.SectorSize512))
 	if err != nil {
 		return fmt.Errorf("host: disk: %w", err)
 	}
-	if err := d.Partition(&table); err != nil {
+	if err := dk.Partition(&table); err != nil {
 		return fmt.Errorf("host: GPT: %w", err)
 	}
-	if err := writeESP(d, ukiImg, epoch); err != nil {
+	espIndex := len(parts)
+	if err := writeESP(dk, espIndex, ukiImg, epoch); err != nil {
 		return err
 	}
-	if err := fixFAT32(f.File, m.Disk.Partitions[0].Offset); err != nil {
+	if err := fixFAT32(f.File, m.Disk.Partitions[espIndex-1].Offset); err != nil {
 		return err
 	}
 	if s.Var.Mode == bootcfg.VarPartition {
-		if err := formatVar(d, len(parts)); err != nil {
+		if err := formatVar(dk, 4); err != nil {
 			return err
 		}
 	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(f.File, 0, size)); err != nil {
-		return err
-	}
-	m.Disk.SHA256 = hex.EncodeToString(h.Sum(nil))
 	return f.Commit()
 }
 
@@ -151,7 +175,7 @@ func copyInto(dst *os.File, off int64, src string) error {
 // writeESP creates the FAT32 ESP with EFI/BOOT/BOOTX64.EFI. go-diskfs
 // takes file timestamps from SOURCE_DATE_EPOCH; it is set to the build's
 // epoch while the ESP is written.
-func writeESP(d *disk.Disk, ukiImg []byte, epoch int64) error {
+func writeESP(d *disk.Disk, index int, ukiImg []byte, epoch int64) error {
 	epochEnvMu.Lock()
 	defer epochEnvMu.Unlock()
 	old, had := os.LookupEnv("SOURCE_DATE_EPOCH")
@@ -163,7 +187,7 @@ func writeESP(d *disk.Disk, ukiImg []byte, epoch int64) error {
 			os.Unsetenv("SOURCE_DATE_EPOCH")
 		}
 	}()
-	fsys, err := d.CreateFilesystem(disk.FilesystemSpec{Partition: 1, FSType: filesystem.TypeFat32, VolumeLabel: "ESP", Reproducible: true})
+	fsys, err := d.CreateFilesystem(disk.FilesystemSpec{Partition: index, FSType: filesystem.TypeFat32, VolumeLabel: "ESP", Reproducible: true})
 	if err != nil {
 		return fmt.Errorf("host: ESP: %w", err)
 	}

@@ -21,6 +21,9 @@ type RunOptions struct {
 	// Disk is the disk image to boot from (the firmware finds
 	// EFI/BOOT/BOOTX64.EFI on its ESP; no -kernel).
 	Disk string
+	// Disks are more disks, tried by the firmware before Disk in this
+	// order (tests put images it must refuse there).
+	Disks []string
 	// Keys is a key set directory: its PK, KEK and db certificates are
 	// enrolled into a fresh copy of OVMF's variable store (Secure Boot
 	// on, no Microsoft keys). Ignored when Vars names an existing file.
@@ -154,9 +157,13 @@ func QEMUArgs(a *vmtest.Assets, vars string, opts RunOptions) []string {
 	if cpu == "" {
 		cpu = vmtest.DefaultCPU
 	}
-	drive := "if=none,id=disk,format=raw,file=" + opts.Disk
-	if opts.Snapshot {
-		drive += ",snapshot=on"
+	var drives []string
+	for i, d := range append(append([]string(nil), opts.Disks...), opts.Disk) {
+		drive := "if=none,id=disk" + strconv.Itoa(i) + ",format=raw,file=" + d
+		if opts.Snapshot {
+			drive += ",snapshot=on"
+		}
+		drives = append(drives, "-drive", drive, "-device", "virtio-blk-pci,drive=disk"+strconv.Itoa(i)+",bootindex="+strconv.Itoa(i+1))
 	}
 	args := []string{"-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-no-reboot",
 		"-machine", "q35,smm=on", "-accel", accel, "-cpu", cpu,
@@ -164,10 +171,14 @@ func QEMUArgs(a *vmtest.Assets, vars string, opts RunOptions) []string {
 		"-global", "driver=cfi.pflash01,property=secure,value=on",
 		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + a.OVMFCode(),
 		"-drive", "if=pflash,format=raw,unit=1,file=" + vars,
-		"-drive", drive, "-device", "virtio-blk-pci,drive=disk,bootindex=1",
 		"-serial", "stdio"}
+	args = append(args, drives...)
 	if opts.Console == nil {
-		args[len(args)-1] = "mon:stdio"
+		for i := range args {
+			if args[i] == "stdio" && args[i-1] == "-serial" {
+				args[i] = "mon:stdio"
+			}
+		}
 	}
 	net := false
 	for _, x := range opts.QEMUArgs {

@@ -57,6 +57,8 @@ func main() {
 	}
 	check("policy-audit-explains", auditExplains("/tmp/hello-copy"))
 	check("insmod-denied-from-tmpfs", insmodDenied())
+	secureBoot()
+	canary()
 	fmt.Fprintf(out, "AGENT: DONE\n")
 	if f, ok := out.(*os.File); ok {
 		f.Sync()
@@ -188,6 +190,34 @@ func auditExplains(prog string) error {
 		}
 	}
 	return fmt.Errorf("no explanation for %s in %d records", prog, len(recs))
+}
+
+// secureBoot reports the firmware's Secure Boot state (efivarfs).
+func secureBoot() {
+	const dir = "/sys/firmware/efi/efivars"
+	linux.Mount("efivarfs", dir, "efivarfs", linux.MS_NOSUID|linux.MS_NODEV|linux.MS_NOEXEC, "")
+	get := func(name string) string {
+		b, err := os.ReadFile(dir + "/" + name + "-8be4df61-93ca-11d2-aa0d-00e098032b8c")
+		if err != nil || len(b) != 5 {
+			return "?"
+		}
+		return fmt.Sprint(b[4])
+	}
+	fmt.Fprintf(out, "AGENT: secureboot=%s setupmode=%s\n", get("SecureBoot"), get("SetupMode"))
+}
+
+// canary reads a file the test may have corrupted on the disk: dm-verity
+// must turn the changed block into an I/O error.
+func canary() {
+	b, err := os.ReadFile("/usr/lib/agent-data/canary")
+	switch {
+	case errors.Is(err, syscall.EIO):
+		fmt.Fprintf(out, "AGENT: canary EIO\n")
+	case err != nil:
+		fmt.Fprintf(out, "AGENT: canary error %v\n", err)
+	default:
+		fmt.Fprintf(out, "AGENT: canary read %d bytes\n", len(b))
+	}
 }
 
 // insmodDenied copies a module shipped on the root to /tmp and loads it
