@@ -15,6 +15,7 @@ all: build
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ ./cmd/intact-init  # static: it is PID 1 of an initramfs
 
 deps:
 	scripts/install-deps

@@ -1,11 +1,10 @@
-package efi
+package efi_test
 
 import (
 	"bytes"
 	"context"
 	"crypto"
 	"crypto/x509"
-	"encoding/asn1"
 	"encoding/binary"
 	"errors"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/intact-project/intact/efi"
 	"github.com/intact-project/intact/internal/peimage"
 	"github.com/intact-project/intact/internal/testpki"
 	"github.com/intact-project/intact/internal/testutil"
@@ -45,77 +45,27 @@ func realUKI(t *testing.T) (img, kernel []byte) {
 	return img, kernel
 }
 
-// minimalPE is a small PE32+ image with one section; extra bytes are
-// appended after the section data (trailing data Authenticode hashes).
-func minimalPE(trailing int) []byte {
-	le := binary.LittleEndian
-	img := make([]byte, 0x600+trailing)
-	copy(img, "MZ")
-	le.PutUint32(img[0x3c:], 0x80)
-	copy(img[0x80:], "PE\x00\x00")
-	coff := 0x84
-	le.PutUint16(img[coff:], 0x8664)
-	le.PutUint16(img[coff+2:], 1)
-	le.PutUint16(img[coff+16:], 240)
-	le.PutUint16(img[coff+18:], 0x22)
-	opt := coff + 20
-	le.PutUint16(img[opt:], 0x20b)
-	le.PutUint32(img[opt+16:], 0x1000)
-	le.PutUint32(img[opt+32:], 0x1000)
-	le.PutUint32(img[opt+36:], 0x200)
-	le.PutUint32(img[opt+56:], 0x2000)
-	le.PutUint32(img[opt+60:], 0x400)
-	le.PutUint16(img[opt+68:], 10)
-	le.PutUint32(img[opt+108:], 16)
-	sec := opt + 240
-	copy(img[sec:], ".text")
-	le.PutUint32(img[sec+8:], 0x10)
-	le.PutUint32(img[sec+12:], 0x1000)
-	le.PutUint32(img[sec+16:], 0x200)
-	le.PutUint32(img[sec+20:], 0x400)
-	le.PutUint32(img[sec+36:], 0x60000020)
-	for i := 0x400; i < len(img); i++ {
-		img[i] = byte(i * 7)
-	}
-	return img
-}
-
 type keys struct {
 	pki    *testpki.PKI
 	files  testpki.Files
-	signer Signer
+	signer efi.Signer
 }
 
 func newKeys(t *testing.T, name string) keys {
 	p := testpki.MustNew(t, testpki.Options{Name: name})
 	return keys{pki: p, files: p.MustWriteDir(t, t.TempDir()),
-		signer: Signer{Certificate: p.Leaf.Certificate, Key: p.Leaf.Key}}
+		signer: efi.Signer{Certificate: p.Leaf.Certificate, Key: p.Leaf.Key}}
 }
 
 // embedded returns the SpcIndirectDataContent bytes and the digest in the
 // first signature of a signed image.
 func embedded(t *testing.T, signed []byte) (spc, digest []byte) {
 	t.Helper()
-	im, err := peimage.Parse(bytes.NewReader(signed), int64(len(signed)))
-	if err != nil || im.SecuritySize == 0 {
-		t.Fatalf("not signed: %v", err)
-	}
-	der := signed[im.SecurityOffset+8 : im.SecurityOffset+binary.LittleEndian.Uint32(signed[im.SecurityOffset:])]
-	var ci contentInfo
-	if _, err := asn1.Unmarshal(der, &ci); err != nil {
+	spc, digest, err := efi.EmbeddedSignature(signed)
+	if err != nil {
 		t.Fatal(err)
 	}
-	var sd signedData
-	if _, err := asn1.Unmarshal(ci.Content.Bytes, &sd); err != nil {
-		t.Fatal(err)
-	}
-	var seq asn1.RawValue
-	asn1.Unmarshal(sd.ContentInfo.Content.Bytes, &seq)
-	var c spcIndirectDataContent
-	if _, err := asn1.Unmarshal(seq.FullBytes, &c); err != nil {
-		t.Fatal(err)
-	}
-	return seq.FullBytes, c.MessageDigest.Digest
+	return spc, digest
 }
 
 func sbsign(t *testing.T, k keys, img []byte) []byte {
@@ -157,15 +107,15 @@ func TestDigestMatchesSbsign(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		img  []byte
-	}{{"uki", img}, {"odd-size", minimalPE(13)}, {"aligned", minimalPE(0)}} {
+	}{{"uki", img}, {"odd-size", efi.MinimalPE(13)}, {"aligned", efi.MinimalPE(0)}} {
 		t.Run(c.name, func(t *testing.T) {
 			theirs := sbsign(t, k, c.img)
 			spc, digest := embedded(t, theirs)
-			d, err := Digest(bytes.NewReader(c.img), int64(len(c.img)), crypto.SHA256)
+			d, err := efi.Digest(bytes.NewReader(c.img), int64(len(c.img)), crypto.SHA256)
 			if err != nil {
 				t.Fatal(err)
 			}
-			ours, err := Sign(c.img, k.signer, SignOptions{})
+			ours, err := efi.Sign(c.img, k.signer, efi.SignOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -201,9 +151,9 @@ func TestDigestMatchesSbsign(t *testing.T) {
 			}
 			// Our Verify accepts sbsign's signature (signingTime and S/MIME
 			// capabilities among its signed attributes), and sbverify ours.
-			res, err := Verify(bytes.NewReader(theirs), int64(len(theirs)), []*x509.Certificate{k.pki.Root.Certificate})
+			res, err := efi.Verify(bytes.NewReader(theirs), int64(len(theirs)), []*x509.Certificate{k.pki.Root.Certificate})
 			if err != nil || !res.Trusted() {
-				t.Errorf("Verify(sbsign output): %v %+v", err, res)
+				t.Errorf("efi.Verify(sbsign output): %v %+v", err, res)
 			}
 			if err := sbverify(t, k.files.RootPEM, ours); err != nil {
 				t.Errorf("sbverify --cert CA: %v", err)
@@ -227,11 +177,11 @@ func TestSignVerify(t *testing.T) {
 	img, kernel := realUKI(t)
 	k := newKeys(t, "intact db")
 	foreign := newKeys(t, "intact foreign")
-	signed, err := Sign(img, k.signer, SignOptions{})
+	signed, err := efi.Sign(img, k.signer, efi.SignOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, _ := Sign(img, k.signer, SignOptions{})
+	again, _ := efi.Sign(img, k.signer, efi.SignOptions{})
 	if !bytes.Equal(signed, again) {
 		t.Error("two signatures of the same image differ")
 	}
@@ -243,15 +193,15 @@ func TestSignVerify(t *testing.T) {
 	if err := sbverify(t, foreign.files.RootPEM, signed); err == nil {
 		t.Error("sbverify accepted a foreign CA")
 	}
-	verify := func(img []byte, trusted ...*x509.Certificate) (*Result, error) {
-		return Verify(bytes.NewReader(img), int64(len(img)), trusted)
+	verify := func(img []byte, trusted ...*x509.Certificate) (*efi.Result, error) {
+		return efi.Verify(bytes.NewReader(img), int64(len(img)), trusted)
 	}
 	for _, c := range []*x509.Certificate{k.pki.Root.Certificate, k.pki.Leaf.Certificate} {
 		if res, err := verify(signed, c); err != nil || !res.Trusted() || len(res.Signatures) != 1 {
 			t.Errorf("Verify with %s: %v %+v", c.Subject, err, res)
 		}
 	}
-	if res, err := verify(signed, foreign.pki.Root.Certificate); err != nil || res.Trusted() || !errors.Is(res.Signatures[0].Err, ErrSignature) {
+	if res, err := verify(signed, foreign.pki.Root.Certificate); err != nil || res.Trusted() || !errors.Is(res.Signatures[0].Err, efi.ErrSignature) {
 		t.Errorf("Verify with a foreign CA: %v %+v", err, res)
 	}
 	// The command line changed after signing.
@@ -269,7 +219,7 @@ func TestSignVerify(t *testing.T) {
 	// (and so the RSA signature) stay valid, only the digest inside the
 	// content is swapped for the tampered image's. The messageDigest
 	// attribute no longer matches the content: refused.
-	td, _ := Digest(bytes.NewReader(tampered), int64(len(tampered)), crypto.SHA256)
+	td, _ := efi.Digest(bytes.NewReader(tampered), int64(len(tampered)), crypto.SHA256)
 	_, orig := embedded(t, signed)
 	forged := bytes.Replace(tampered, orig, td, 1)
 	if res, err := verify(forged, k.pki.Root.Certificate); err != nil || res.Trusted() || !strings.Contains(res.Signatures[0].Err.Error(), "messageDigest") {
@@ -279,10 +229,10 @@ func TestSignVerify(t *testing.T) {
 		t.Error("sbverify accepted the transplanted signature")
 	}
 	// Already signed.
-	if _, err := Sign(signed, k.signer, SignOptions{}); !errors.Is(err, ErrSigned) {
+	if _, err := efi.Sign(signed, k.signer, efi.SignOptions{}); !errors.Is(err, efi.ErrSigned) {
 		t.Errorf("signing a signed image: %v", err)
 	}
-	two, err := Sign(signed, foreign.signer, SignOptions{Append: true})
+	two, err := efi.Sign(signed, foreign.signer, efi.SignOptions{Append: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +243,7 @@ func TestSignVerify(t *testing.T) {
 	if err := sbverify(t, k.files.RootPEM, two); err != nil {
 		t.Errorf("sbverify of the first of two signatures: %v", err)
 	}
-	one, err := Sign(two, foreign.signer, SignOptions{Replace: true})
+	one, err := efi.Sign(two, foreign.signer, efi.SignOptions{Replace: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,21 +255,21 @@ func TestSignVerify(t *testing.T) {
 	if err != nil || len(res.Signatures) == 0 || res.Signatures[0].Signer == nil || !strings.Contains(res.Signatures[0].Err.Error(), "no trusted certificate") {
 		t.Errorf("Debian kernel: %v %+v", err, res)
 	}
-	if _, err := verify(img); !errors.Is(err, ErrUnsigned) {
+	if _, err := verify(img); !errors.Is(err, efi.ErrUnsigned) {
 		t.Errorf("unsigned: %v", err)
 	}
 }
 
 func TestSignRefusesKeys(t *testing.T) {
 	ec := testpki.MustNew(t, testpki.Options{Key: testpki.ECDSAP256})
-	if _, err := Sign(minimalPE(0), Signer{Certificate: ec.Leaf.Certificate, Key: ec.Leaf.Key}, SignOptions{}); !errors.Is(err, ErrKey) {
+	if _, err := efi.Sign(efi.MinimalPE(0), efi.Signer{Certificate: ec.Leaf.Certificate, Key: ec.Leaf.Key}, efi.SignOptions{}); !errors.Is(err, efi.ErrKey) {
 		t.Errorf("ECDSA key: %v", err)
 	}
 	a, b := testpki.MustNew(t, testpki.Options{}), testpki.MustNew(t, testpki.Options{})
-	if _, err := Sign(minimalPE(0), Signer{Certificate: a.Leaf.Certificate, Key: b.Leaf.Key}, SignOptions{}); !errors.Is(err, ErrKey) {
+	if _, err := efi.Sign(efi.MinimalPE(0), efi.Signer{Certificate: a.Leaf.Certificate, Key: b.Leaf.Key}, efi.SignOptions{}); !errors.Is(err, efi.ErrKey) {
 		t.Errorf("mismatched key: %v", err)
 	}
-	if _, err := Sign([]byte("MZ"), Signer{Certificate: a.Leaf.Certificate, Key: a.Leaf.Key}, SignOptions{}); !errors.Is(err, ErrImage) {
+	if _, err := efi.Sign([]byte("MZ"), efi.Signer{Certificate: a.Leaf.Certificate, Key: a.Leaf.Key}, efi.SignOptions{}); !errors.Is(err, efi.ErrImage) {
 		t.Errorf("garbage: %v", err)
 	}
 }

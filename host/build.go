@@ -725,7 +725,7 @@ func compress(raw []byte, compression string) ([]byte, error) {
 	}
 	// zstd, single-threaded so the output does not depend on the machine;
 	// a 1 MiB window keeps the kernel's decompression workspace small.
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault),
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedFastest),
 		zstd.WithWindowSize(1<<20), zstd.WithEncoderCRC(true))
 	if err != nil {
 		return nil, err
