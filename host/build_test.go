@@ -335,3 +335,99 @@ func sameFile(t *testing.T, a, b string) bool {
 	y, err2 := os.ReadFile(b)
 	return err1 == nil && err2 == nil && bytes.Equal(x, y)
 }
+
+// TestBuildFromDebianPackage: the kernel and modules read from Debian's
+// linux-image .deb (in Go: ar, data.tar.xz) give the same disk image as the
+// unpacked vmlinuz and lib/modules tree (which has no modules.dep, so the
+// modules' own depends= are read in both cases).
+func TestBuildFromDebianPackage(t *testing.T) {
+	f := getFixture(t)
+	var deb string
+	for _, d := range f.assets.Debs {
+		if d.Package == f.assets.KernelPackage {
+			deb = filepath.Join(vmtest.DefaultCacheDir(), "debs", d.File)
+		}
+	}
+	if deb == "" {
+		t.Fatal("no kernel package among the VM assets")
+	}
+	root := smallRoot(t)
+	outA, _ := build(t, f.spec(root), 1700000000)
+	s := f.spec(root)
+	s.Kernel.Vmlinuz, s.Kernel.Modules, s.Kernel.Deb = "", "", deb
+	outB, m := build(t, s, 1700000000)
+	if !sameFile(t, filepath.Join(outA, DiskFile), filepath.Join(outB, DiskFile)) {
+		t.Error("the disk built from the .deb differs from the one built from the unpacked kernel")
+	}
+	if len(m.Initramfs.Modules) < 4 || m.KernelRelease != f.assets.KernelRelease {
+		t.Errorf("modules %v, release %s", m.Initramfs.Modules, m.KernelRelease)
+	}
+}
+
+// TestBuildVarPartition: with var.mode = "partition" the disk gets a DPS var
+// partition with an ext4 file system e2fsck accepts, before the ESP.
+func TestBuildVarPartition(t *testing.T) {
+	f := getFixture(t)
+	s := f.spec(smallRoot(t))
+	s.Var.Mode, s.Var.Size = bootcfg.VarPartition, "64M"
+	out, m := build(t, s, 1700000000)
+	if len(m.Disk.Partitions) != 5 || m.Disk.Partitions[3].Type != bootcfg.TypeVar || m.Disk.Partitions[4].Type != bootcfg.TypeESP {
+		t.Fatalf("partitions %+v", m.Disk.Partitions)
+	}
+	p := m.Disk.Partitions[3]
+	b := make([]byte, p.Size)
+	df, err := os.Open(filepath.Join(out, DiskFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer df.Close()
+	if _, err := df.ReadAt(b, p.Offset); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(t.TempDir(), "var.img")
+	os.WriteFile(img, b, 0o644)
+	e2fsck := testutil.RequireTool(t, "e2fsck")
+	if out, err := exec.Command(e2fsck, "-f", "-n", img).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck -f -n: %v\n%s", err, out)
+	}
+	cfgVar := ""
+	raw, _ := os.ReadFile(filepath.Join(out, InitrdFile))
+	dec, _ := zstd.NewReader(nil)
+	if data, err := dec.DecodeAll(raw, nil); err == nil && bytes.Contains(data, []byte(`"mode": "partition"`)) {
+		cfgVar = "partition"
+	}
+	if cfgVar != "partition" {
+		t.Error("the initramfs configuration does not ask for the var partition")
+	}
+}
+
+func TestBuildRefusesBadSpecs(t *testing.T) {
+	f := getFixture(t)
+	root := smallRoot(t)
+	for name, mod := range map[string]func(*Spec){
+		"no root":        func(s *Spec) { s.Root.Source = "" },
+		"missing root":   func(s *Spec) { s.Root.Source = filepath.Join(root, "nope") },
+		"no init":        func(s *Spec) { s.Boot.Init = "/sbin/missing" },
+		"no keys":        func(s *Spec) { s.Keys = t.TempDir() },
+		"bad var":        func(s *Spec) { s.Var.Mode = "disk" },
+		"var no size":    func(s *Spec) { s.Var.Mode = "partition" },
+		"bad version":    func(s *Spec) { s.Policy.Version = "1.2" },
+		"tiny esp":       func(s *Spec) { s.Disk.ESPSize = "1M" },
+		"deb and kernel": func(s *Spec) { s.Kernel.Deb = "x.deb" },
+		"unknown module": func(s *Spec) { s.Boot.Modules = []string{"no_such_module"} },
+		"bad policy text": func(s *Spec) {
+			p := filepath.Join(t.TempDir(), "p")
+			os.WriteFile(p, []byte("nonsense\n"), 0o644)
+			s.Policy.File = p
+		},
+	} {
+		s := f.spec(root)
+		mod(s)
+		out := filepath.Join(t.TempDir(), "out")
+		if _, err := Build(context.Background(), Options{Spec: s, OutDir: out}); err == nil {
+			t.Errorf("%s: built", name)
+		} else if _, err := os.Stat(filepath.Join(out, DiskFile)); err == nil {
+			t.Errorf("%s: left disk.img behind", name)
+		}
+	}
+}

@@ -15,7 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"time"
+	"testing/fstest"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
@@ -94,7 +94,7 @@ func LoadKernelDeb(deb string) (*Kernel, error) {
 		r = data
 	}
 	k := &Kernel{}
-	mods := memFS{}
+	mods := map[string][]byte{}
 	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
@@ -131,10 +131,12 @@ func LoadKernelDeb(deb string) (*Kernel, error) {
 	if k.Release, err = uki.KernelRelease(k.Vmlinuz); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrKernel, deb, err)
 	}
-	sub := memFS{}
+	// fstest.MapFS: an in-memory fs.FS with implied directories (it does
+	// not depend on package testing).
+	sub := fstest.MapFS{}
 	for p, b := range mods {
 		if rest, ok := strings.CutPrefix(p, k.Release+"/"); ok {
-			sub[rest] = b
+			sub[rest] = &fstest.MapFile{Data: b, Mode: 0o644}
 		}
 	}
 	if len(sub) == 0 {
@@ -168,44 +170,6 @@ func debData(f io.ReaderAt) (io.Reader, string, error) {
 		off += size + size%2
 	}
 }
-
-// memFS is a flat in-memory fs.FS of files (directories are implied).
-type memFS map[string][]byte
-
-func (m memFS) Open(name string) (fs.File, error) {
-	if b, ok := m[name]; ok {
-		return &memFile{Reader: bytes.NewReader(b), name: name, size: int64(len(b))}, nil
-	}
-	return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
-}
-
-func (m memFS) ReadFile(name string) ([]byte, error) {
-	if b, ok := m[name]; ok {
-		return b, nil
-	}
-	return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
-}
-
-type memFile struct {
-	*bytes.Reader
-	name string
-	size int64
-}
-
-func (f *memFile) Stat() (fs.FileInfo, error) { return memInfo{f.name, f.size}, nil }
-func (f *memFile) Close() error               { return nil }
-
-type memInfo struct {
-	name string
-	size int64
-}
-
-func (i memInfo) Name() string       { return path.Base(i.name) }
-func (i memInfo) Size() int64        { return i.size }
-func (i memInfo) Mode() fs.FileMode  { return 0o644 }
-func (i memInfo) ModTime() time.Time { return time.Time{} }
-func (i memInfo) IsDir() bool        { return false }
-func (i memInfo) Sys() any           { return nil }
 
 // Module is a kernel module file to put into the initramfs.
 type Module struct {

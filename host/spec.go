@@ -112,14 +112,19 @@ func LoadSpec(path string) (*Spec, error) {
 	dec := toml.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&s); err != nil {
+		var sm *toml.StrictMissingError
+		if errors.As(err, &sm) && len(sm.Errors) > 0 {
+			var keys []string
+			for _, e := range sm.Errors {
+				row, _ := e.Position()
+				keys = append(keys, fmt.Sprintf("%s (line %d)", strings.Join(e.Key(), "."), row))
+			}
+			return nil, fmt.Errorf("%w: %s: unknown key %s", ErrSpec, path, strings.Join(keys, ", "))
+		}
 		var de *toml.DecodeError
 		if errors.As(err, &de) {
 			row, col := de.Position()
 			return nil, fmt.Errorf("%w: %s:%d:%d: %s", ErrSpec, path, row, col, de.Error())
-		}
-		var sm *toml.StrictMissingError
-		if errors.As(err, &sm) {
-			return nil, fmt.Errorf("%w: %s: unknown key: %s", ErrSpec, path, strings.TrimSpace(sm.String()))
 		}
 		return nil, fmt.Errorf("%w: %s: %w", ErrSpec, path, err)
 	}

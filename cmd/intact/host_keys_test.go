@@ -50,3 +50,31 @@ func TestHostKeysCLI(t *testing.T) {
 		t.Errorf("missing key set: exit %d %q", code, stderr)
 	}
 }
+
+func TestHostBuildRunUsage(t *testing.T) {
+	dir := t.TempDir()
+	spec := filepath.Join(dir, "host.toml")
+	os.WriteFile(spec, []byte("[root]\nsource = \"rootfs\"\nbogus = 1\n"), 0o644)
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"host", "build"}, 2, "-o DIR is required"},
+		{[]string{"host", "build", "-o", filepath.Join(dir, "out")}, 1, "root.source (--root) is required"},
+		{[]string{"host", "build", spec, "-o", filepath.Join(dir, "out")}, 1, "unknown key"},
+		{[]string{"host", "build", filepath.Join(dir, "missing.toml"), "-o", filepath.Join(dir, "out")}, 1, "no such file"},
+		{[]string{"host", "build", "--root", dir, "--var", "disk", "-o", filepath.Join(dir, "out")}, 1, "var.mode"},
+		{[]string{"host", "build", "--root", dir, "--file", "nocolon", "-o", filepath.Join(dir, "out")}, 2, "SRC:DST"},
+		{[]string{"host", "run", filepath.Join(dir, "disk.img")}, 2, "--keys"},
+		{[]string{"host", "run", filepath.Join(dir, "disk.img"), "--setup-mode"}, 1, "no such file"},
+	} {
+		code, _, stderr := runCLI(t, c.args...)
+		if code != c.code || !strings.Contains(stderr, c.want) || !strings.HasPrefix(stderr, "intact: ") {
+			t.Errorf("%v: exit %d, stderr %q (want %d, %q)", c.args, code, stderr, c.code, c.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "out", "disk.img")); err == nil {
+		t.Error("a failed build left disk.img")
+	}
+}
