@@ -37,7 +37,8 @@ import (
 //     UKI signed by a key outside db, then boots ours: the agent (the
 //     root's /sbin/init) checks the verity root, the signed table, IPE,
 //     exec and insmod denials, the audit explanation, Secure Boot on, and
-//     that a byte flipped in the root partition reads as EIO;
+//     that a byte flipped in the root partition reads as EIO, and /var is
+//     the ext4 state partition;
 //  3. a root-hash signature by a key outside db: the init fails closed at
 //     dm-verity;
 //  4. another signed root (root, tree and signature of another build)
@@ -220,9 +221,10 @@ func TestVMHostImage(t *testing.T) {
 	canary := bytes.Repeat([]byte("INTACT-CANARY-BLOCK-"), 1024)
 	s := f.spec(agentRoot(t, f, canary, "motd A\n"))
 	s.Boot.Modules = []string{"efivarfs"}
+	s.Var.Mode, s.Var.Size = bootcfg.VarPartition, "32M" // /var on the ext4 state partition
 	out, m := build(t, s, 1700000000)
 	good := filepath.Join(out, DiskFile)
-	esp, rootPart, sigPart := m.Disk.Partitions[3], m.Disk.Partitions[0], m.Disk.Partitions[2]
+	esp, rootPart, sigPart := m.Disk.Partitions[len(m.Disk.Partitions)-1], m.Disk.Partitions[0], m.Disk.Partitions[2]
 
 	// A byte flipped in the canary's data block: read as EIO in the guest.
 	base := copyDisk(t, good)
@@ -296,7 +298,7 @@ func TestVMHostImage(t *testing.T) {
 			}
 		}
 	}
-	want := []string{"AGENT: secureboot=1 setupmode=0", "AGENT: canary EIO", "AGENT: DONE"}
+	want := []string{"AGENT: secureboot=1 setupmode=0", "AGENT: canary EIO", "AGENT: var ext4", "AGENT: DONE"}
 	for _, w := range want {
 		if !strings.Contains(con, w) {
 			t.Errorf("console lacks %q", w)
@@ -340,6 +342,7 @@ func TestVMHostImage(t *testing.T) {
 	// a build whose root differs in one file).
 	bs := f.spec(agentRoot(t, f, canary, "motd B\n"))
 	bs.Boot.Modules = []string{"efivarfs"}
+	bs.Var = s.Var
 	bout, bm := build(t, bs, 1700000000)
 	if bm.Root.Size != m.Root.Size || bm.RootHash == m.RootHash {
 		t.Fatalf("the other root: %d bytes (want %d), hash %s", bm.Root.Size, m.Root.Size, bm.RootHash)

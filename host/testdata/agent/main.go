@@ -59,6 +59,7 @@ func main() {
 	check("insmod-denied-from-tmpfs", insmodDenied())
 	secureBoot()
 	canary()
+	fmt.Fprintf(out, "AGENT: var %s\n", fstype("/var"))
 	fmt.Fprintf(out, "AGENT: DONE\n")
 	if f, ok := out.(*os.File); ok {
 		f.Sync()
@@ -190,6 +191,21 @@ func auditExplains(prog string) error {
 		}
 	}
 	return fmt.Errorf("no explanation for %s in %d records", prog, len(recs))
+}
+
+// fstype is the file system type mounted at dir.
+func fstype(dir string) string {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	t := "?"
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		for i := range f {
+			if f[i] == "-" && i+1 < len(f) && len(f) > 4 && f[4] == dir {
+				t = f[i+1] // the last mount on dir wins
+			}
+		}
+	}
+	return t
 }
 
 // secureBoot reports the firmware's Secure Boot state (efivarfs).
