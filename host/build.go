@@ -439,8 +439,8 @@ func buildRoot(ctx context.Context, s *Spec, out string, seed [32]byte, epoch in
 			return nil, fmt.Errorf("host: root %s: %w", src, err)
 		}
 	default:
-		if ref, ok := ociRef(s.Root.Source); ok {
-			if err := addOCI(ctx, w, ref); err != nil {
+		if ref, ropts, ok := ociRef(s.Root.Source); ok {
+			if err := addOCI(ctx, w, s.Root.Source, ref, ropts, out); err != nil {
 				return nil, err
 			}
 			break

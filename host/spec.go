@@ -31,8 +31,8 @@ type File struct {
 type Spec struct {
 	Root struct {
 		// Source is a directory, a tar (optionally gzip or zstd
-		// compressed) or an OCI image reference ("oci:REF" or a reference
-		// with a registry host).
+		// compressed) or an OCI image: "oci:REF" (a registry) or
+		// "oci-layout:DIR:TAG" (a local OCI image layout).
 		Source string `toml:"source"`
 		Files  []File `toml:"files"`
 	} `toml:"root"`

@@ -43,7 +43,8 @@ func newHostBuildCmd(e *env) *cobra.Command {
 SPEC.toml holds the keys below; every key also has a flag, and flags win.
 Relative paths in SPEC are relative to its directory. See docs/host.md.
 
-  [root] source (--root DIR|TAR|oci:REF), files (--file SRC:DST[:MODE])
+  [root] source (--root DIR|TAR|oci:REF|oci-layout:DIR:TAG), files
+         (--file SRC:DST[:MODE])
   [kernel] vmlinuz (--kernel), modules (--modules lib/modules/<release>),
            deb (--kernel-deb, a Debian linux-image package instead)
   [boot] cmdline, stub, os_release, modules (--module), init (--init, the
@@ -156,7 +157,7 @@ run. --json prints the manifest.`,
 	}
 	f := c.Flags()
 	f.StringVarP(&out, "output", "o", "", "output directory (required)")
-	f.StringVar(&root, "root", "", "root file system: a directory, a tar (gzip/zstd ok) or oci:REF")
+	f.StringVar(&root, "root", "", "root file system: a directory, a tar (gzip/zstd ok), oci:REF or oci-layout:DIR:TAG")
 	f.StringArrayVar(&files, "file", nil, "extra file SRC:DST[:MODE] in the root (repeatable)")
 	f.StringVar(&kernel, "kernel", "", "kernel image (EFI-stub vmlinuz)")
 	f.StringVar(&modules, "modules", "", "the kernel's lib/modules/<release> directory")
