@@ -15,6 +15,7 @@ all: build
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ ./cmd/intact-init  # static: it is PID 1 of an initramfs
 
 deps:
 	scripts/install-deps
@@ -62,7 +63,7 @@ test-vm: deps build
 		--variant v2:INTACT_TESTMOD_VERSION=2 kmod/testdata/testmod
 	@rm -f $(VM_TIMING); start=$$(date +%s); \
 	INTACT_TEST_STRICT=1 INTACT_VM_HOST_TESTS=1 INTACT_VM_TIMING_LOG=$(CURDIR)/$(VM_TIMING) \
-		$(GO) test -count=1 -timeout 20m ./internal/vmtest/ && \
+		$(GO) test -count=1 -timeout 20m ./internal/vmtest/ ./host/ && \
 	CGO_ENABLED=0 INTACT_TEST_STRICT=1 INTACT_VM_TIMING_LOG=$(CURDIR)/$(VM_TIMING) \
 		$(GO) test -count=1 -p 1 -timeout 20m -exec "$(CURDIR)/$(BIN)/vmexec --mode secureboot --tool $(VM_TOOLS) --file $(CURDIR)/$(BIN)/intact:/usr/bin/intact $(VM_FILES)" \
 		$$(for d in $(VM_PKGS); do [ -d $$d ] && echo ./$$d/...; done); rc=$$?; \
