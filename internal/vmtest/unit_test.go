@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/intact-project/intact/internal/testutil"
 )
 
 func TestCheckKernelConfig(t *testing.T) {
