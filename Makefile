@@ -16,6 +16,7 @@ all: build
 # Static binaries: the VM tier carries them into a guest without libraries.
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ ./cmd/intact-init  # PID 1 of an initramfs: small
 
 deps:
 	scripts/install-deps
@@ -63,7 +64,7 @@ test-vm: deps build
 		--variant v2:INTACT_TESTMOD_VERSION=2 kmod/testdata/testmod
 	@rm -f $(VM_TIMING); start=$$(date +%s); \
 	INTACT_TEST_STRICT=1 INTACT_VM_HOST_TESTS=1 INTACT_VM_TIMING_LOG=$(CURDIR)/$(VM_TIMING) \
-		$(GO) test -count=1 -timeout 20m ./internal/vmtest/ && \
+		$(GO) test -count=1 -timeout 20m ./internal/vmtest/ ./host/ && \
 	CGO_ENABLED=0 INTACT_TEST_STRICT=1 INTACT_VM_TIMING_LOG=$(CURDIR)/$(VM_TIMING) \
 		$(GO) test -count=1 -p 1 -timeout 20m -exec "$(CURDIR)/$(BIN)/vmexec --mode secureboot --tool $(VM_TOOLS) --file $(CURDIR)/$(BIN)/intact:/usr/bin/intact $(VM_FILES)" \
 		$$(for d in $(VM_PKGS); do [ -d $$d ] && echo ./$$d/...; done); rc=$$?; \

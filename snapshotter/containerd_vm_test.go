@@ -29,8 +29,8 @@ const greeting = "hello from a verified layer" // internal/ctrprobe.Greeting
 // images is the test's set of images in the stack's registry.
 type testImages struct {
 	app, pause, whiteouts, unsigned, devUnsigned, untrusted, otherTree, tampered string
-	appLayers                                            []ocispec.Descriptor
-	blobMarker                                           []byte
+	appLayers                                                                    []ocispec.Descriptor
+	blobMarker                                                                   []byte
 }
 
 func baseLayer(t *testing.T) testLayer {

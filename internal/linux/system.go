@@ -137,11 +137,6 @@ func Flock(f *os.File) error {
 	}
 }
 
-// Exec replaces the calling process with argv0 (execve(2)).
-func Exec(argv0 string, argv, envv []string) error {
-	return wrap("execve "+argv0, unix.Exec(argv0, argv, envv))
-}
-
 // ErrnoName returns the symbolic name of an errno ("EACCES"), or "" for an
 // unknown one.
 func ErrnoName(e Errno) string { return unix.ErrnoName(e) }
@@ -156,4 +151,57 @@ func DropCaches() error {
 // Mknod creates a device node (mknod(2)).
 func Mknod(path string, mode uint32, dev uint64) error {
 	return wrap("mknod "+path, unix.Mknod(path, mode, int(dev)))
+}
+
+// ClearImmutable clears the immutable attribute (FS_IMMUTABLE_FL, chattr
+// -i) of the open file f, if set. efivarfs marks most variables immutable.
+func ClearImmutable(f *os.File) error {
+	flags, err := unix.IoctlGetUint32(int(f.Fd()), unix.FS_IOC_GETFLAGS)
+	if err != nil {
+		return wrap("ioctl FS_IOC_GETFLAGS "+f.Name(), err)
+	}
+	if flags&fsImmutableFL == 0 {
+		return nil
+	}
+	return wrap("ioctl FS_IOC_SETFLAGS "+f.Name(), unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, int(flags&^fsImmutableFL)))
+}
+
+// fsImmutableFL is FS_IMMUTABLE_FL from linux/fs.h.
+const fsImmutableFL = 0x00000010
+
+// MS_MOVE moves a mount (mount(2) with MS_MOVE).
+const MS_MOVE = unix.MS_MOVE
+
+// Chroot wraps chroot(2).
+func Chroot(path string) error { return wrap("chroot "+path, unix.Chroot(path)) }
+
+// Exec replaces the process image (execve(2)); it returns only on failure.
+func Exec(path string, argv, env []string) error {
+	return wrap("execve "+path, unix.Exec(path, argv, env))
+}
+
+// Halt syncs and halts the machine (reboot(2) with LINUX_REBOOT_CMD_HALT).
+// It returns only on failure.
+func Halt() error {
+	unix.Sync()
+	return wrap("reboot(HALT)", unix.Reboot(unix.LINUX_REBOOT_CMD_HALT))
+}
+
+// SameDevice reports whether two paths are on the same file system
+// (st_dev), without following symlinks.
+func SameDevice(a, b string) (bool, error) {
+	var sa, sb unix.Stat_t
+	if err := unix.Lstat(a, &sa); err != nil {
+		return false, wrap("lstat "+a, err)
+	}
+	if err := unix.Lstat(b, &sb); err != nil {
+		return false, wrap("lstat "+b, err)
+	}
+	return sa.Dev == sb.Dev, nil
+}
+
+// Reboot syncs and restarts the machine. It returns only on failure.
+func Reboot() error {
+	unix.Sync()
+	return wrap("reboot(RESTART)", unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART))
 }

@@ -13,7 +13,9 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/intact-project/intact/efi"
 	"github.com/intact-project/intact/internal/testpki"
+	"github.com/intact-project/intact/uki"
 )
 
 // ownerGUID is the signature owner recorded with our keys in PK, KEK and db.
@@ -144,12 +146,11 @@ type UKIInput struct {
 	Uname   string
 }
 
-// UKIBuilder assembles an unsigned UKI at out. BuildUKI is the built-in one;
-// the project's own uki package plugs in here when it exists.
+// UKIBuilder assembles an unsigned UKI at out. BuildUKI is the default.
 type UKIBuilder func(ctx context.Context, in UKIInput, out string) error
 
-// BuildUKI assembles a UKI from systemd's EFI stub with .cmdline, .uname,
-// .initrd and .linux sections (AppendPESections).
+// BuildUKI assembles a UKI with package uki from systemd's EFI stub, the
+// kernel, the initramfs, the command line and the kernel release.
 func BuildUKI(ctx context.Context, in UKIInput, out string) error {
 	stub, err := os.ReadFile(in.Stub)
 	if err != nil {
@@ -163,24 +164,42 @@ func BuildUKI(ctx context.Context, in UKIInput, out string) error {
 	if err != nil {
 		return fmt.Errorf("vmtest: UKI: %w", err)
 	}
-	secs := []PESection{{".cmdline", append([]byte(in.Cmdline), 0)}}
-	if in.Uname != "" {
-		secs = append(secs, PESection{".uname", []byte(in.Uname)})
-	}
-	secs = append(secs, PESection{".initrd", initrd}, PESection{".linux", kernel})
-	img, err := AppendPESections(stub, secs)
+	img, err := uki.Build(uki.Input{Stub: stub, Linux: kernel, Initrds: [][]byte{initrd}, Cmdline: in.Cmdline, Uname: in.Uname})
 	if err != nil {
 		return fmt.Errorf("vmtest: UKI: %w", err)
 	}
 	return os.WriteFile(out, img, 0o644)
 }
 
-// SignEFI signs an EFI image with sbsign (Authenticode, SHA-256).
-func SignEFI(ctx context.Context, key, cert, in, out string) error {
-	if b, err := exec.CommandContext(ctx, "sbsign", "--key", key, "--cert", cert, "--output", out, in).CombinedOutput(); err != nil {
-		return fmt.Errorf("vmtest: sbsign: %w: %s", err, lastLines(string(b), 3))
+// SignEFI signs the EFI image in with Authenticode (package efi) by
+// signer and writes it to out.
+func SignEFI(signer *testpki.Cert, in, out string) error {
+	img, err := os.ReadFile(in)
+	if err != nil {
+		return fmt.Errorf("vmtest: sign: %w", err)
 	}
-	return nil
+	signed, err := efi.Sign(img, efi.Signer{Certificate: signer.Certificate, Key: signer.Key}, efi.SignOptions{})
+	if err != nil {
+		return fmt.Errorf("vmtest: sign: %w", err)
+	}
+	return os.WriteFile(out, signed, 0o644)
+}
+
+// VirtFirmware returns the command that runs one of virt-firmware's tools
+// (module "vars" for virt-fw-vars, "sigdb" for virt-fw-sigdb) from the
+// fetched assets on this machine's python3; shimDir is a scratch directory
+// for the importlib_resources shim.
+func VirtFirmware(ctx context.Context, a *Assets, module, shimDir string, args ...string) (*exec.Cmd, error) {
+	if err := os.MkdirAll(filepath.Join(shimDir, "importlib_resources"), 0o755); err != nil {
+		return nil, fmt.Errorf("vmtest: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(shimDir, "importlib_resources", "__init__.py"), []byte(pyShim), 0o644); err != nil {
+		return nil, fmt.Errorf("vmtest: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, "python3", append([]string{"-c",
+		"import sys; from virt.firmware." + module + " import main; sys.argv[0] = 'virt-fw-" + module + "'; sys.exit(main())"}, args...)...)
+	cmd.Env = append(os.Environ(), "PYTHONPATH="+a.PythonPath()+":"+shimDir)
+	return cmd, nil
 }
 
 // EFI signature list types (UEFI 2.10, section 32.4.1) and the variable
