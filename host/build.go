@@ -250,7 +250,11 @@ func Build(ctx context.Context, opts Options) (*Manifest, error) {
 
 	progress("initramfs")
 	cfg := &bootcfg.Config{Version: 1, KernelRelease: kern.Release, RootHash: m.RootHash, Verity: root.cfg,
-		VerityOptions: s.Boot.VerityOptions, RootFSType: "erofs", Init: []string{s.Boot.Init}, OnFailure: s.Boot.OnFailure}
+		VerityOptions: s.Boot.VerityOptions, RootFSType: "erofs", Init: []string{s.Boot.Init}, OnFailure: s.Boot.OnFailure,
+		DropCapabilities: s.Boot.DropCapabilities}
+	if cfg.DropCapabilities == nil {
+		cfg.DropCapabilities = DefaultDropCapabilities
+	}
 	cfg.Modules = append(append([]string(nil), DefaultModules...), s.Boot.Modules...)
 	cfg.Var.Mode, cfg.Etc.Mode = s.Var.Mode, s.Etc.Mode
 	if s.Var.Mode == bootcfg.VarTmpfs {
@@ -409,7 +413,7 @@ func buildRoot(ctx context.Context, s *Spec, out string, seed [32]byte, epoch in
 	if err != nil {
 		return nil, err
 	}
-	defer img.Close()
+	defer img.Abort() // no-op after Commit; removes the temporary file on failure
 	tee := &teeWriter{w: bufio.NewWriterSize(img, 1<<20), b: b}
 	w, err := erofs.NewWriter(tee, erofs.Options{Layout: erofs.LayoutFull, UUID: derive(seed, "erofs uuid"), MaxEntries: -1})
 	if err != nil {
@@ -484,7 +488,7 @@ func buildRoot(ctx context.Context, s *Spec, out string, seed [32]byte, epoch in
 	if err != nil {
 		return nil, err
 	}
-	defer hf.Close()
+	defer hf.Abort()
 	vr, err := b.Finish(ctx, hf, 0)
 	if err != nil {
 		return nil, fmt.Errorf("host: verity: %w", err)

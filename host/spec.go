@@ -60,6 +60,10 @@ type Spec struct {
 		// VerityOptions are extra dm-verity options for the root
 		// (restart_on_corruption, panic_on_corruption, ...).
 		VerityOptions []string `toml:"verity_options"`
+		// DropCapabilities are removed from every process's capability
+		// bounding set by the init, once the policy is active (nil means
+		// DefaultDropCapabilities; an empty list keeps them all).
+		DropCapabilities []string `toml:"drop_capabilities"`
 	} `toml:"boot"`
 	Policy struct {
 		// File is an IPE policy (text, signed at build time, or an
@@ -98,6 +102,13 @@ type Spec struct {
 // dependencies): the virtio disk driver, dm-verity, EROFS and overlayfs.
 // Modules built into the kernel are skipped.
 var DefaultModules = []string{"virtio_blk", "dm-verity", "erofs", "overlay"}
+
+// DefaultDropCapabilities: CAP_MAC_ADMIN, without which nobody (root in a
+// privileged container included) can switch IPE's enforcement off or load
+// another policy on the running host; measured: with it, a privileged
+// container mounts securityfs and writes 0 to ipe/enforce. Policy changes
+// then come with a new image.
+var DefaultDropCapabilities = []string{"mac_admin"}
 
 // DefaultStub is Debian's systemd-stub path.
 const DefaultStub = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"

@@ -27,6 +27,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -80,6 +81,9 @@ func main() {
 			fail("init", fmt.Errorf("internal error: %v", r))
 		}
 	}()
+	// The capability bounding set is per thread, and the root's init
+	// inherits the set of the thread that executes it: run on one thread.
+	runtime.LockOSThread()
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "intact-init: must run as PID 1 of an initramfs built by 'intact host build'")
 		os.Exit(2)
@@ -121,6 +125,7 @@ func main() {
 		return linux.Mount("tmpfs", filepath.Join(sysroot, "tmp"), "tmpfs", linux.MS_NODEV|linux.MS_NOSUID, "mode=1777")
 	})
 	step("activate IPE policy", func() error { return activatePolicy(ctx, cfg) })
+	step("drop capabilities", func() error { return dropCapabilities(cfg) })
 	logf("root %s verified (signed), mounted read-only from %s; init took %s, kernel uptime %s; switching to %s",
 		cfg.RootHash, dev.Path, time.Since(started).Round(time.Millisecond), uptime(), cfg.Init[0])
 	if err := switchRoot(cfg); err != nil {
@@ -535,6 +540,25 @@ func activatePolicy(ctx context.Context, cfg *bootcfg.Config) error {
 		return errors.New("IPE is not enforcing (ipe.enforce=0?)")
 	}
 	logf("IPE policy %s version %s active and enforcing", pol.Name, pol.Version)
+	return nil
+}
+
+// dropCapabilities removes the configured capabilities from the bounding
+// set (of this thread, which executes the root's init): nothing on the host
+// can gain them again.
+func dropCapabilities(cfg *bootcfg.Config) error {
+	for _, name := range cfg.DropCapabilities {
+		c, ok := linux.CapabilityNumber(name)
+		if !ok {
+			return fmt.Errorf("unknown capability %q", name)
+		}
+		if err := linux.DropBounding(c); err != nil {
+			return fmt.Errorf("CAP_%s: %w", strings.ToUpper(name), err)
+		}
+	}
+	if len(cfg.DropCapabilities) > 0 {
+		logf("capabilities removed from the bounding set of every process: %s", strings.Join(cfg.DropCapabilities, ", "))
+	}
 	return nil
 }
 

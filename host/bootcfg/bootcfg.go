@@ -100,6 +100,12 @@ type Config struct {
 	} `json:"policy"`
 	// Init is the argv of the root's init.
 	Init []string `json:"init"`
+	// DropCapabilities are removed from the capability bounding set once
+	// the IPE policy is active, before the root's init runs: no process
+	// of the host, root in a privileged container included, can gain
+	// them again. Names without CAP_, lowercase ("mac_admin": IPE's
+	// enforce switch and policy loads need it).
+	DropCapabilities []string `json:"drop_capabilities,omitempty"`
 	// OnFailure is what the init does after printing a failure:
 	// FailHalt (default), FailPowerOff or FailReboot. Never a shell.
 	OnFailure string `json:"on_failure,omitempty"`

@@ -66,3 +66,24 @@ func CapabilityNumber(name string) (uintptr, bool) {
 func DropBounding(capability uintptr) error {
 	return wrap("prctl PR_CAPBSET_DROP", unix.Prctl(unix.PR_CAPBSET_DROP, capability, 0, 0, 0))
 }
+
+// WaitAny reaps one exited child without blocking (wait4(-1, WNOHANG)):
+// its pid (0 when none has exited), its exit code, or the signal that
+// killed it.
+func WaitAny() (pid, code int, signal int, err error) {
+	var ws unix.WaitStatus
+	pid, err = unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+	if err != nil || pid <= 0 {
+		return 0, 0, 0, wrap("wait4", err)
+	}
+	if ws.Signaled() {
+		return pid, -1, int(ws.Signal()), nil
+	}
+	return pid, ws.ExitStatus(), 0, nil
+}
+
+// ECHILD: no children to wait for.
+const ECHILD = unix.ECHILD
+
+// SetHostname sets the kernel's host name.
+func SetHostname(name string) error { return wrap("sethostname", unix.Sethostname([]byte(name))) }
