@@ -45,11 +45,26 @@ type RunOptions struct {
 	// Console receives the serial console (ttyS0); nil means QEMU's
 	// stdin/stdout are the terminal's (interactive).
 	Console io.Writer
+	// Agent, if set, is a unix socket QEMU serves the guest's second
+	// serial port (ttyS1) on: the command agent of images that start one
+	// (package host/agent).
+	Agent string
+	// Registry, if set, is a host:port (usually on the host's loopback)
+	// the guest reaches as GuestRegistry, and nothing else: QEMU's user
+	// network with restrict=on and one guestfwd, which runs Forward (plus
+	// the address) for each connection the guest opens.
+	Registry string
+	// Forward is the command that connects its standard input and output
+	// to the address appended to it (`intact host forward`).
+	Forward []string
 	// Assets are the VM tier's inputs (OVMF, virt-firmware); nil fetches
 	// them (cached) with vmtest.Fetch.
 	Assets *vmtest.Assets
 	Log    *slog.Logger
 }
+
+// GuestRegistry is where the guest reaches RunOptions.Registry.
+const GuestRegistry = "10.0.2.100:5000"
 
 // ErrRun is wrapped by Run's errors.
 var ErrRun = errors.New("host: run")
@@ -180,7 +195,17 @@ func QEMUArgs(a *vmtest.Assets, vars string, opts RunOptions) []string {
 			}
 		}
 	}
+	if opts.Agent != "" {
+		args = append(args, "-serial", "unix:"+qemuEscape(opts.Agent)+",server=on,wait=off")
+	}
+	if opts.Registry != "" && len(opts.Forward) > 0 {
+		fwd := strings.Join(append(append([]string{}, opts.Forward...), opts.Registry), " ")
+		args = append(args, "-nic", "user,model=virtio-net-pci,restrict=on,guestfwd=tcp:"+GuestRegistry+"-cmd:"+qemuEscape(fwd))
+	}
 	net := false
+	for _, x := range args[len(args)-2:] {
+		net = net || strings.HasPrefix(x, "user,")
+	}
 	for _, x := range opts.QEMUArgs {
 		net = net || x == "-nic" || x == "-net" || x == "-netdev"
 	}
@@ -189,3 +214,6 @@ func QEMUArgs(a *vmtest.Assets, vars string, opts RunOptions) []string {
 	}
 	return append(args, opts.QEMUArgs...)
 }
+
+// qemuEscape doubles commas, QEMU's option separator.
+func qemuEscape(s string) string { return strings.ReplaceAll(s, ",", ",,") }

@@ -65,24 +65,24 @@ func TestPullBenchmarkInVM(t *testing.T) {
 		return b
 	}
 	var small, large, mixed []testFile
-	small = append(small, testFile{name: "usr", dir: true, mode: 0o755}, testFile{name: "usr/share", dir: true, mode: 0o755})
+	small = append(small, testFile{Name: "usr", Dir: true, Mode: 0o755}, testFile{Name: "usr/share", Dir: true, Mode: 0o755})
 	for i := 0; i < 2000; i++ {
 		if i%100 == 0 {
-			small = append(small, testFile{name: fmt.Sprintf("usr/share/d%02d", i/100), dir: true, mode: 0o755})
+			small = append(small, testFile{Name: fmt.Sprintf("usr/share/d%02d", i/100), Dir: true, Mode: 0o755})
 		}
-		small = append(small, testFile{name: fmt.Sprintf("usr/share/d%02d/f%04d", i/100, i), mode: 0o644, data: blob(6 << 10)})
+		small = append(small, testFile{Name: fmt.Sprintf("usr/share/d%02d/f%04d", i/100, i), Mode: 0o644, Data: blob(6 << 10)})
 	}
-	large = append(large, testFile{name: "opt", dir: true, mode: 0o755})
+	large = append(large, testFile{Name: "opt", Dir: true, Mode: 0o755})
 	for i := 0; i < 4; i++ {
-		large = append(large, testFile{name: fmt.Sprintf("opt/big%d", i), mode: 0o755, data: blob(8 << 20)})
+		large = append(large, testFile{Name: fmt.Sprintf("opt/big%d", i), Mode: 0o755, Data: blob(8 << 20)})
 	}
-	mixed = append(mixed, testFile{name: "lib", dir: true, mode: 0o755})
+	mixed = append(mixed, testFile{Name: "lib", Dir: true, Mode: 0o755})
 	for i := 0; i < 300; i++ {
-		mixed = append(mixed, testFile{name: fmt.Sprintf("lib/m%03d", i), mode: 0o644, data: blob(40 << 10)})
+		mixed = append(mixed, testFile{Name: fmt.Sprintf("lib/m%03d", i), Mode: 0o644, Data: blob(40 << 10)})
 	}
-	raw := []testFile{{name: "var", dir: true, mode: 0o755}, {name: "var/raw", mode: 0o644, data: blob(8 << 20)}}
-	s.pushImage("bench", "1", []testLayer{baseLayer(t), {files: small, comp: "gzip"}, {files: large, comp: "gzip"},
-		{files: mixed, comp: "zstd"}, {files: raw, comp: "none"}}, []string{"/bin/ctrprobe"})
+	raw := []testFile{{Name: "var", Dir: true, Mode: 0o755}, {Name: "var/raw", Mode: 0o644, Data: blob(8 << 20)}}
+	s.pushImage("bench", "1", []testLayer{baseLayer(t), {Files: small, Comp: "gzip"}, {Files: large, Comp: "gzip"},
+		{Files: mixed, Comp: "zstd"}, {Files: raw, Comp: "none"}}, []string{"/bin/ctrprobe"})
 	ref := s.registry + "/bench:1"
 	start := time.Now()
 	s.sign(ref, keys.SignKey, keys.SignCert)

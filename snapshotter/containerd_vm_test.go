@@ -38,11 +38,11 @@ func baseLayer(t *testing.T) testLayer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return testLayer{comp: "gzip", files: []testFile{
-		{name: "bin", dir: true, mode: 0o755},
-		{name: "bin/ctrprobe", mode: 0o755, data: readAll(t, probe)},
-		{name: "tmp", dir: true, mode: 0o1777},
-		{name: "etc", dir: true, mode: 0o755},
+	return testLayer{Comp: "gzip", Files: []testFile{
+		{Name: "bin", Dir: true, Mode: 0o755},
+		{Name: "bin/ctrprobe", Mode: 0o755, Data: readAll(t, probe)},
+		{Name: "tmp", Dir: true, Mode: 0o1777},
+		{Name: "etc", Dir: true, Mode: 0o755},
 	}}
 }
 
@@ -55,10 +55,10 @@ func pushImages(t *testing.T, s *stack, keys guest.Keys) testImages {
 		blob[i] = byte(rng.Uint32())
 	}
 	base := baseLayer(t)
-	data := testLayer{comp: "zstd", files: []testFile{{name: "data", dir: true, mode: 0o755}, {name: "data/blob.bin", mode: 0o644, data: blob}}}
-	small := testLayer{comp: "none", files: []testFile{{name: "etc/hostname", mode: 0o644, data: []byte("intact\n")}}}
+	data := testLayer{Comp: "zstd", Files: []testFile{{Name: "data", Dir: true, Mode: 0o755}, {Name: "data/blob.bin", Mode: 0o644, Data: blob}}}
+	small := testLayer{Comp: "none", Files: []testFile{{Name: "etc/hostname", Mode: 0o644, Data: []byte("intact\n")}}}
 	unique := func(tag string) testLayer {
-		return testLayer{comp: "gzip", files: []testFile{{name: "etc/" + tag, mode: 0o644, data: []byte(tag + "\n")}}}
+		return testLayer{Comp: "gzip", Files: []testFile{{Name: "etc/" + tag, Mode: 0o644, Data: []byte(tag + "\n")}}}
 	}
 	im := testImages{blobMarker: blob[100000:100064]}
 	reg := s.registry
@@ -74,11 +74,11 @@ func pushImages(t *testing.T, s *stack, keys guest.Keys) testImages {
 	// Whiteouts and an opaque directory in a signed layer, over the app's
 	// first two layers (shared: same digests, same signatures).
 	im.whiteouts = reg + "/whiteouts:1"
-	s.pushImage("whiteouts", "1", []testLayer{base, data, {comp: "gzip", files: []testFile{
-		{name: "etc/.wh.hostname", mode: 0o644},
-		{name: "data", dir: true, mode: 0o755},
-		{name: "data/.wh..wh..opq", mode: 0o644},
-		{name: "data/new.txt", mode: 0o644, data: []byte("new\n")},
+	s.pushImage("whiteouts", "1", []testLayer{base, data, {Comp: "gzip", Files: []testFile{
+		{Name: "etc/.wh.hostname", Mode: 0o644},
+		{Name: "data", Dir: true, Mode: 0o755},
+		{Name: "data/.wh..wh..opq", Mode: 0o644},
+		{Name: "data/new.txt", Mode: 0o644, Data: []byte("new\n")},
 	}}}, entry)
 	s.sign(im.whiteouts, keys.SignKey, keys.SignCert)
 

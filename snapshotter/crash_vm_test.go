@@ -37,7 +37,7 @@ func TestCrashRecoveryInVM(t *testing.T) {
 		for j := range data {
 			data[j] = byte(rng.Uint32() >> 24 & 0x3f) // compressible, not trivially
 		}
-		layers = append(layers, testLayer{comp: "gzip", files: []testFile{{name: fmt.Sprintf("data/%d.bin", i), mode: 0o644, data: data}}})
+		layers = append(layers, testLayer{Comp: "gzip", Files: []testFile{{Name: fmt.Sprintf("data/%d.bin", i), Mode: 0o644, Data: data}}})
 	}
 	s.pushImage("crash", "1", layers, []string{"/bin/ctrprobe"})
 	ref := s.registry + "/crash:1"

@@ -1,7 +1,6 @@
 package snapshotter
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -15,16 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
-	"github.com/opencontainers/go-digest"
-	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/intact-project/intact/dm"
 	"github.com/intact-project/intact/internal/linux"
 	"github.com/intact-project/intact/internal/mountinfo"
+	"github.com/intact-project/intact/internal/testimage"
 	"github.com/intact-project/intact/internal/testutil"
 	"github.com/intact-project/intact/internal/vmtest/guest"
 	layerpkg "github.com/intact-project/intact/layer"
@@ -406,99 +401,19 @@ func (s *stack) run(argv ...string) (string, error) {
 	return stdout.String(), nil
 }
 
-// testFile is a file of a test layer.
-type testFile struct {
-	name string
-	mode int64
-	data []byte
-	dir  bool
-}
-
-type compression string
-
-// buildLayer writes a tar of files and compresses it.
-func buildLayer(t *testing.T, files []testFile, comp compression) (blob []byte, diffID digest.Digest, mediaType string) {
-	t.Helper()
-	var tb bytes.Buffer
-	tw := tar.NewWriter(&tb)
-	for _, f := range files {
-		h := &tar.Header{Name: f.name, Mode: f.mode, ModTime: time.Unix(1767225600, 0), Uname: "root", Gname: "root"}
-		if f.dir {
-			h.Typeflag, h.Name = tar.TypeDir, strings.TrimSuffix(f.name, "/")+"/"
-		} else {
-			h.Typeflag, h.Size = tar.TypeReg, int64(len(f.data))
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(f.data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	diffID = digest.FromBytes(tb.Bytes())
-	var out bytes.Buffer
-	switch comp {
-	case "gzip":
-		w := gzip.NewWriter(&out)
-		w.Write(tb.Bytes())
-		w.Close()
-		mediaType = ocispec.MediaTypeImageLayerGzip
-	case "zstd":
-		w, _ := zstd.NewWriter(&out)
-		w.Write(tb.Bytes())
-		w.Close()
-		mediaType = ocispec.MediaTypeImageLayerZstd
-	default:
-		out = tb
-		mediaType = ocispec.MediaTypeImageLayer
-	}
-	return out.Bytes(), diffID, mediaType
-}
-
-type testLayer struct {
-	files []testFile
-	comp  compression
-}
+// testFile, testLayer: the files and layers of test images.
+type (
+	testFile  = testimage.File
+	testLayer = testimage.Layer
+)
 
 // pushImage pushes an image of layers to the stack's registry as
 // repo:tag and returns its manifest descriptor and the layer descriptors.
 func (s *stack) pushImage(repo, tag string, layers []testLayer, entrypoint []string) (ocispec.Descriptor, []ocispec.Descriptor) {
 	s.t.Helper()
-	ctx := context.Background()
-	r, err := remote.NewRepository(s.registry + "/" + repo)
+	md, descs, err := testimage.Push(context.Background(), s.registry, repo, tag, layers, entrypoint)
 	if err != nil {
 		s.t.Fatal(err)
-	}
-	r.PlainHTTP = true
-	push := func(mt string, b []byte) ocispec.Descriptor {
-		d := ocispec.Descriptor{MediaType: mt, Digest: digest.FromBytes(b), Size: int64(len(b))}
-		if err := r.Push(ctx, d, bytes.NewReader(b)); err != nil && !strings.Contains(err.Error(), "already exists") {
-			s.t.Fatalf("push %s: %v", d.Digest, err)
-		}
-		return d
-	}
-	var descs []ocispec.Descriptor
-	var diffIDs []digest.Digest
-	for _, l := range layers {
-		blob, diffID, mt := buildLayer(s.t, l.files, l.comp)
-		descs = append(descs, push(mt, blob))
-		diffIDs = append(diffIDs, diffID)
-	}
-	cfg := ocispec.Image{
-		Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"},
-		Config:   ocispec.ImageConfig{Entrypoint: entrypoint, Env: []string{"PATH=/bin"}},
-		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: diffIDs},
-	}
-	cb, _ := json.Marshal(cfg)
-	cdesc := push(ocispec.MediaTypeImageConfig, cb)
-	m := ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest, Config: cdesc, Layers: descs}
-	mb, _ := json.Marshal(m)
-	md := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(mb), Size: int64(len(mb))}
-	if err := r.PushReference(ctx, md, bytes.NewReader(mb), tag); err != nil {
-		s.t.Fatalf("push manifest: %v", err)
 	}
 	return md, descs
 }

@@ -224,7 +224,11 @@ func loadModules(cfg *bootcfg.Config) error {
 			}
 		}
 		loaded[n] = true
-		return finit(filepath.Join(dir, p))
+		params := moduleParams(n)
+		if params != "" {
+			logf("module %s: %s (from the command line)", n, params)
+		}
+		return finit(filepath.Join(dir, p), params)
 	}
 	for _, m := range cfg.Modules {
 		if err := load(m, 0); err != nil {
@@ -255,7 +259,23 @@ func modName(s string) string {
 	return strings.ReplaceAll(strings.TrimSuffix(s, ".ko"), "-", "_")
 }
 
-func finit(path string) error {
+// moduleParams returns the parameters the kernel command line gives module
+// n ("dm_verity.require_signatures=1" -> "require_signatures=1"), as
+// modprobe passes them: the kernel applies command-line parameters to
+// built-in code only, a module loaded later gets them from its loader.
+func moduleParams(n string) string {
+	b, _ := os.ReadFile("/proc/cmdline")
+	var ps []string
+	for _, f := range strings.Fields(string(b)) {
+		mod, param, ok := strings.Cut(f, ".")
+		if ok && strings.ReplaceAll(mod, "-", "_") == n && param != "" && !strings.HasPrefix(param, "=") {
+			ps = append(ps, param)
+		}
+	}
+	return strings.Join(ps, " ")
+}
+
+func finit(path, params string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -265,7 +285,7 @@ func finit(path string) error {
 	if strings.HasSuffix(path, ".xz") || strings.HasSuffix(path, ".zst") || strings.HasSuffix(path, ".gz") {
 		flags = linux.ModuleInitCompressedFile
 	}
-	if err := linux.FinitModule(f, "", flags); err != nil && !errors.Is(err, linux.EEXIST) {
+	if err := linux.FinitModule(f, params, flags); err != nil && !errors.Is(err, linux.EEXIST) {
 		return err
 	}
 	return nil

@@ -25,10 +25,17 @@ with Secure Boot enforcing and the key set's PK, KEK and db enrolled (no
 Microsoft keys) finds the signed UKI on the ESP; no -kernel, no -initrd.
 
 The serial console is this terminal (Ctrl-A X quits QEMU), or FILE with
---console FILE (- for standard output). The guest has no network unless
-QEMU arguments after -- add one, for example:
+--console FILE (- for standard output). The guest has no network, except:
 
-  intact host run out/disk.img --keys keys -- -nic user,restrict=on,guestfwd=tcp:10.0.2.100:5000-cmd:...
+  --registry HOST:PORT   the guest reaches this address (a registry on the
+                         host's loopback, say) as 10.0.2.100:5000, and
+                         nothing else (QEMU user networking, restrict=on,
+                         one guestfwd running 'intact host forward')
+  --agent SOCKET         the guest's second serial port (ttyS1) on a unix
+                         socket: the command agent of images that start one
+                         ('intact host exec --agent SOCKET -- CMD...')
+
+or QEMU arguments after -- add a network of their own.
 
 --vars FILE keeps the variable store in FILE (created on first use), so
 enrollment done inside the guest survives a restart; --setup-mode starts
@@ -61,6 +68,13 @@ Debian stable on first use).`,
 				o.Console = io.Writer(f)
 				defer f.Commit()
 			}
+			if o.Registry != "" {
+				self, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				o.Forward = []string{self, "host", "forward"}
+			}
 			o.Log = e.log
 			return host.Run(cmd.Context(), o)
 		},
@@ -72,6 +86,8 @@ Debian stable on first use).`,
 	f.BoolVar(&o.Snapshot, "snapshot", false, "discard writes to the disk")
 	f.IntVar(&o.MemoryMB, "memory", 2048, "guest memory in MiB")
 	f.IntVar(&o.CPUs, "cpus", 2, "guest CPUs")
+	f.StringVar(&o.Registry, "registry", "", "HOST:PORT the guest reaches as 10.0.2.100:5000 (its only network)")
+	f.StringVar(&o.Agent, "agent", "", "unix socket for the guest's ttyS1 (the command agent)")
 	f.StringVar(&console, "console", "", "write the serial console to FILE (- for standard output) instead of the terminal")
 	return c
 }

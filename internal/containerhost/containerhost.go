@@ -25,7 +25,7 @@ import (
 
 // RegistryAddr is where the guest reaches the registry: QEMU's user network
 // forwards this one address (guestfwd) to a port on the host's loopback.
-const RegistryAddr = "10.0.2.100:5000"
+const RegistryAddr = host.GuestRegistry
 
 // Options configure Build.
 type Options struct {
@@ -191,10 +191,14 @@ func findModule(dir, name string) (string, error) {
 	return found, nil
 }
 
+// debianIncludes are the packages added to Debian's minbase.
+const debianIncludes = "dmsetup,iproute2,kmod,python3-minimal"
+
 // DebianRoot returns a tar of a Debian minimal tree (this machine's suite,
 // from the archive in its apt configuration) with iproute2 (the init's
-// network), kmod (insmod, for the breakout matrix), util-linux (nsenter) and
-// python3-minimal (the interpreter row of the matrix), made with debootstrap
+// network), kmod (insmod, for the breakout matrix), util-linux (nsenter),
+// python3-minimal (the interpreter row of the matrix) and dmsetup (to show
+// the live tables), made with debootstrap
 // once and cached.
 func DebianRoot(ctx context.Context, cache string) (string, error) {
 	if cache == "" {
@@ -208,7 +212,7 @@ func DebianRoot(ctx context.Context, cache string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	p := filepath.Join(cache, "debian-"+suite+"-container-host.tar")
+	p := filepath.Join(cache, "debian-"+suite+"-minbase+"+debianIncludes+".tar")
 	if _, err := os.Stat(p); err == nil {
 		return p, nil
 	}
@@ -221,7 +225,7 @@ func DebianRoot(ctx context.Context, cache string) (string, error) {
 	}
 	defer os.RemoveAll(tmp)
 	root := filepath.Join(tmp, "root")
-	cmd := exec.CommandContext(ctx, "debootstrap", "--variant=minbase", "--include=iproute2,kmod,python3-minimal", suite, root, uri)
+	cmd := exec.CommandContext(ctx, "debootstrap", "--variant=minbase", "--include="+debianIncludes, suite, root, uri)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("debootstrap: %w: %s", err, lastLines(out, 20))
 	}

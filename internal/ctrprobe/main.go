@@ -18,6 +18,8 @@
 //	ctrprobe write DST [SRC]         copy SRC (default: this program) to DST, mode 0755
 //	ctrprobe exec PATH [ARG...]      execute PATH
 //	ctrprobe copyexec SRC DST        copy SRC to DST (mode 0755), then execute DST hello
+//	ctrprobe hostexec PROG [ARG...]  chroot to /proc/1/root (the host's root, with the
+//	                                 host's pid namespace) and execute PROG there
 //	ctrprobe memfdexec               copy this program into a memfd and fexecve it (hello)
 //	ctrprobe mmapexec PATH           mmap PATH with PROT_EXEC
 //	ctrprobe mprotectexec PATH       mmap PATH readable, then mprotect it PROT_EXEC
@@ -79,6 +81,15 @@ func main() {
 		ok("write", args[0], "from "+src)
 	case "exec":
 		need(args, 1)
+		run(args[0], args)
+	case "hostexec":
+		need(args, 1)
+		if err := linux.Chroot("/proc/1/root"); err != nil {
+			fail("chroot", "/proc/1/root", err, 1)
+		}
+		if err := os.Chdir("/"); err != nil {
+			fail("chdir", "/", err, 1)
+		}
 		run(args[0], args)
 	case "copyexec":
 		need(args, 2)
