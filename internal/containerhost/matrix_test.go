@@ -107,10 +107,10 @@ func breakoutMatrix(t *testing.T, g *guest, rep *report, ref, keys string) {
 			errnos: []string{"EPERM"}, argv: []string{"ipe-enforce", "0"}},
 		{name: "interpreter: sh reading a script from /var", expected: "runs (known limit: IPE checks executables, not scripts read by an interpreter)", allowed: true, ok: "pwned by a script",
 			mechanism: "none; would need interpreters that check scripts (AT_EXECVE_CHECK, Linux 6.14+) or no interpreter on the host",
-			argv: append(nsenter, "/bin/sh", attackDir+"/x.sh")},
+			argv:      append(nsenter, "/bin/sh", attackDir+"/x.sh")},
 		{name: "interpreter: python3 reading a script from /var", expected: "runs (known limit)", allowed: true, ok: "pwned by python",
 			mechanism: "none; as above",
-			argv: append(nsenter, "/usr/bin/python3", attackDir+"/x.py")},
+			argv:      append(nsenter, "/usr/bin/python3", attackDir+"/x.py")},
 	}
 	g.write(attackDir+"/x.sh", []byte("echo pwned by a script\n"), 0o644)
 	g.write(attackDir+"/x.py", []byte("print('pwned by python')\n"), 0o644)

@@ -42,7 +42,7 @@ func main() {
 		os.Exit(1)
 	}
 	res, err := containerhost.Build(ctx, containerhost.Options{Repo: repo, Out: *out, Keys: *keys,
-		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Log:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Progress: func(step string) { fmt.Fprintf(os.Stderr, "build: %s\n", step) }})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "build:", err)
