@@ -9,7 +9,7 @@ STATICCHECK_VERSION := v0.8.2
 FUZZTIME      ?= 5s
 export STATICCHECK_VERSION
 
-.PHONY: all build deps lint test test-unit test-fuzz test-vm test-vm-containerd test-quickstart bench clean
+.PHONY: all build deps lint test test-unit test-fuzz test-vm test-vm-containerd test-e2e e2e test-quickstart bench clean
 
 all: build
 
@@ -35,7 +35,7 @@ test-unit: deps build
 test-fuzz: deps
 	FUZZTIME=$(FUZZTIME) scripts/fuzz
 
-test: lint test-unit test-fuzz test-vm test-quickstart
+test: lint test-unit test-fuzz test-vm test-e2e test-quickstart
 	@echo "make test: all tiers passed"
 
 # Benchmarks against the reference tools (scripts/bench runs every
@@ -85,6 +85,20 @@ test-vm-containerd: deps build
 	CGO_ENABLED=0 INTACT_TEST_STRICT=1 INTACT_VM_TIMING_LOG=$(CURDIR)/$(VM_TIMING) \
 		$(GO) test -count=1 -p 1 -timeout 20m -exec "$(CURDIR)/$(BIN)/vmexec --mode secureboot --mem 3072 $$files" \
 		$$(for d in $(CTR_VM_PKGS); do echo ./$$d/...; done)
+
+# The whole chain in one boot (internal/containerhost): build the example
+# container host, boot it from firmware under OVMF Secure Boot with QEMU user
+# networking restricted to one registry port, run signed containers through
+# ctr and CRI, refuse an unsigned one, run the privileged-container breakout
+# matrix. Writes bin/e2e-report.json (one object per step and matrix row);
+# bin/e2e keeps the image, the console log and the registry.
+E2E_OUT := $(BIN)/e2e
+e2e test-e2e: deps build
+	@rm -rf $(E2E_OUT); mkdir -p $(E2E_OUT); start=$$(date +%s); \
+	{ INTACT_E2E=1 INTACT_E2E_OUT=$(CURDIR)/$(E2E_OUT) INTACT_E2E_REPORT=$(CURDIR)/$(BIN)/e2e-report.json \
+		$(GO) test -count=1 -timeout 30m -v -run '^TestContainerHostE2E$$' ./internal/containerhost/ 2>&1; echo $$? > $(E2E_OUT)/rc; } | \
+		grep --line-buffered -E '^\s*(e2e_test|matrix_test)\.go:[0-9]+: |^(--- |ok|FAIL|PASS)|console tail|intact-(init|host):'; rc=$$(cat $(E2E_OUT)/rc); \
+	echo "e2e: $$(( $$(date +%s) - start ))s; report: $(BIN)/e2e-report.json"; exit $$rc
 
 # The README's main-job command, run end to end (offline; as root it also
 # mounts the verified layers with the kernel's EROFS).

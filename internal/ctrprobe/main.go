@@ -26,6 +26,7 @@
 //	ctrprobe finit PATH              load the kernel module PATH (finit_module)
 //	ctrprobe initmod PATH            load the kernel module from memory (init_module)
 //	ctrprobe ipe-load FILE           write FILE to IPE's new_policy (securityfs mounted if needed)
+//	ctrprobe ipe-update NAME FILE    write FILE to IPE's policies/NAME/update (a new version)
 //	ctrprobe ipe-enforce 0|1         write IPE's enforce switch
 //	ctrprobe verity-exec none|forged open a dm-verity device over a fresh EROFS image of this
 //	                                 program with no / a self-made root-hash signature, mount it,
@@ -154,6 +155,13 @@ func main() {
 			fail("read", args[0], err, 1)
 		}
 		writeIPE("new_policy", b)
+	case "ipe-update":
+		need(args, 2)
+		b, err := os.ReadFile(args[1])
+		if err != nil {
+			fail("read", args[1], err, 1)
+		}
+		writeIPE("policies/"+args[0]+"/update", b)
 	case "ipe-enforce":
 		need(args, 1)
 		writeIPE("enforce", []byte(args[0]))
