@@ -236,28 +236,15 @@ func TestContainerHostE2E(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := testimage.Layer{Comp: "gzip", Files: []testimage.File{
-		{Name: "bin", Dir: true, Mode: 0o755}, {Name: "bin/ctrprobe", Mode: 0o755, Data: probe},
-		{Name: "tmp", Dir: true, Mode: 0o1777}, {Name: "etc", Dir: true, Mode: 0o755}}}
-	data := testimage.Layer{Comp: "zstd", Files: []testimage.File{{Name: "data", Dir: true, Mode: 0o755}, {Name: "data/hello.txt", Mode: 0o644, Data: []byte("hello\n")}}}
-	for _, im := range []struct {
-		repo   string
-		layers []testimage.Layer
-		entry  []string
-		sign   bool
-	}{
-		{"app", []testimage.Layer{base, data}, []string{"/bin/ctrprobe"}, true},
-		{"pause", []testimage.Layer{base}, []string{"/bin/ctrprobe", "pause"}, true},
-		{"unsigned", []testimage.Layer{base, {Comp: "gzip", Files: []testimage.File{{Name: "etc/unsigned", Mode: 0o644, Data: []byte("x\n")}}}}, []string{"/bin/ctrprobe"}, false},
-	} {
-		if _, _, err := testimage.Push(ctx, regAddr, im.repo, "1", im.layers, im.entry); err != nil {
+	for _, im := range DemoImages(probe) {
+		if _, _, err := testimage.Push(ctx, regAddr, im.Repo, "1", im.Layers, im.Entrypoint); err != nil {
 			t.Fatal(err)
 		}
-		if im.sign {
+		if im.Signed {
 			sign := exec.Command(filepath.Join(bin, "intact"), "image", "sign", "--plain-http", "--no-credentials",
-				"--key", filepath.Join(res.Keys, "signing.key"), "--cert", filepath.Join(res.Keys, "signing.crt"), regAddr+"/"+im.repo+":1")
+				"--key", filepath.Join(res.Keys, "signing.key"), "--cert", filepath.Join(res.Keys, "signing.crt"), regAddr+"/"+im.Repo+":1")
 			if o, err := sign.CombinedOutput(); err != nil {
-				t.Fatalf("intact image sign %s: %v\n%s", im.repo, err, o)
+				t.Fatalf("intact image sign %s: %v\n%s", im.Repo, err, o)
 			}
 		}
 	}
