@@ -60,6 +60,11 @@ errno of a command that could not start, seconds.
 				return err
 			}
 			defer c.Close()
+			// A request sent before the guest opened its serial port is
+			// lost: ping until the agent answers (at once when it is up).
+			if err := c.Wait(ctx); err != nil {
+				return err
+			}
 			resp, err := c.Do(ctx, req)
 			if err != nil {
 				return err

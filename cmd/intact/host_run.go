@@ -7,7 +7,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/intact-project/intact/host"
-	"github.com/intact-project/intact/internal/atomicfile"
 )
 
 func init() {
@@ -60,13 +59,13 @@ Debian stable on first use).`,
 			case "-":
 				o.Console = e.stdout
 			default:
-				f, err := atomicfile.Create(console, 0o644)
+				// A live log (tail -f it), not an output that appears whole.
+				f, err := os.OpenFile(console, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 				if err != nil {
 					return err
 				}
 				defer f.Close()
 				o.Console = io.Writer(f)
-				defer f.Commit()
 			}
 			if o.Registry != "" {
 				self, err := os.Executable()

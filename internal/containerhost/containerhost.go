@@ -63,6 +63,16 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		o.Progress = func(string) {}
 	}
 	res := &Result{Times: map[string]float64{}}
+	// The spec resolves relative paths against its own directory.
+	for _, p := range []*string{&o.Out, &o.Keys, &o.Repo} {
+		if *p != "" {
+			abs, err := filepath.Abs(*p)
+			if err != nil {
+				return nil, err
+			}
+			*p = abs
+		}
+	}
 	timed := func(step string, fn func() error) error {
 		o.Progress(step)
 		t := time.Now()
