@@ -203,12 +203,9 @@ and leaves no output file.`,
 			if err != nil {
 				return err
 			}
-			for _, f := range []*atomicfile.File{hf, mf, out} {
-				if f != nil {
-					if err := f.Commit(); err != nil {
-						return err
-					}
-				}
+			// All outputs or none: a late failure takes back the earlier ones.
+			if err := atomicfile.CommitAll(hf, mf, out); err != nil {
+				return err
 			}
 			j := convertJSON{
 				Output: output, Profile: string(res.Profile), RootHash: res.RootHashHex(),

@@ -356,6 +356,9 @@ is logged with enforcing=0). The output is in canonical form and lints valid.`,
 			if name == "" {
 				return usagef("--name is required")
 			}
+			if err := checkOutputs(out); err != nil {
+				return err
+			}
 			v, err := ipe.ParseVersion(version)
 			if err != nil {
 				return usagef("--version %q: %v", version, err)
@@ -486,6 +489,12 @@ Output defaults to POLICY.p7s.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if key == "" || cert == "" {
 				return usagef("--key and --cert are required")
+			}
+			if out == "" && args[0] != "-" {
+				out = args[0] + ".p7s"
+			}
+			if err := checkOutputs(out); err != nil {
+				return err
 			}
 			text, err := readBounded(args[0])
 			if err != nil {
@@ -767,6 +776,9 @@ func newPolicyShowCmd(e *env) *cobra.Command {
 		Short: "Print a loaded policy (its text, or with --pkcs7 the signed blob)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutputs(out); err != nil {
+				return err
+			}
 			fs := &ipe.SecurityFS{Root: root, Log: e.log}
 			var b []byte
 			var err error

@@ -308,6 +308,9 @@ func (e *env) runVerityFormat(lf *layoutFlags, args []string, rootHashFile strin
 	if err != nil {
 		return err
 	}
+	if err := checkOutputs(rootHashFile); err != nil {
+		return err
+	}
 	if !lf.changed("salt") {
 		p.Salt = make([]byte, 32)
 		rand.Read(p.Salt)
