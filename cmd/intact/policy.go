@@ -90,12 +90,14 @@ type lintJSON struct {
 	Expected string        `json:"expected,omitempty"`
 	Hint     string        `json:"hint,omitempty"`
 	Warnings []ipe.Finding `json:"warnings"`
+	// Dangerous: a warning says the policy lets untrusted code run.
+	Dangerous bool `json:"dangerous"`
 }
 
 func newPolicyLintCmd(e *env) *cobra.Command {
 	var loaded []string
 	var root, ca string
-	var useRoot bool
+	var useRoot, strict bool
 	c := &cobra.Command{
 		Use:   "lint FILE...",
 		Short: "Check policies as the Linux 6.12 kernel would accept or refuse them",
@@ -104,10 +106,12 @@ is checked together with its envelope) the way the kernel's new_policy write
 would: the same policies are accepted and refused, with the same errno
 (EBADMSG, EINVAL, ERANGE; EACCES, ENAMETOOLONG, EEXIST, EMSGSIZE, ENOMEM,
 EKEYREJECTED, ENOKEY from checks outside the parser), plus line, column, what
-was expected and a hint. Warnings flag accepted but dangerous policies.
+was expected and a hint. Warnings flag accepted but ineffective or dangerous
+policies; DANGER marks the ones that let untrusted code run (a rule that
+allows files on untrusted storage), and such a policy is never called ok.
 
-Exit status: 0 if every file would be accepted (warnings do not count), 1
-otherwise. "-" reads standard input.`,
+Exit status: 0 if every file would be accepted (warnings do not count; with
+--strict they do), 1 otherwise. "-" reads standard input.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if useRoot {
@@ -132,7 +136,7 @@ otherwise. "-" reads standard input.`,
 			bad := 0
 			for _, f := range args {
 				j := lintFile(f, loaded, pool)
-				if !j.Valid {
+				if !j.Valid || (strict && len(j.Warnings) > 0) {
 					bad++
 				}
 				out = append(out, j)
@@ -149,6 +153,9 @@ otherwise. "-" reads standard input.`,
 				msg := ""
 				if len(args) > 1 {
 					msg = fmt.Sprintf("%d of %d policies would be refused by the kernel", bad, len(args))
+					if strict {
+						msg = fmt.Sprintf("%d of %d policies would be refused by the kernel or have warnings (--strict)", bad, len(args))
+					}
 				}
 				return &exitError{code: 1, msg: msg}
 			}
@@ -157,6 +164,7 @@ otherwise. "-" reads standard input.`,
 	}
 	c.Flags().StringSliceVar(&loaded, "loaded", nil, "names of policies already loaded in the target kernel (a name collision is EEXIST)")
 	c.Flags().BoolVar(&useRoot, "check-loaded", false, "read the loaded policies' names from securityfs (see --root)")
+	c.Flags().BoolVar(&strict, "strict", false, "exit 1 also for a policy the kernel accepts but lint warns about")
 	c.Flags().StringVar(&root, "root", ipe.DefaultSecurityFS, "securityfs mount point for --check-loaded")
 	c.Flags().StringVar(&ca, "ca", "", "for signed policies: PEM CA certificate(s) standing in for the kernel's keyrings (the trust check is skipped without it)")
 	return c
@@ -179,6 +187,9 @@ func lintFile(f string, loaded []string, pool *x509.CertPool) lintJSON {
 	j.Valid = res.Valid()
 	if res.Warnings != nil {
 		j.Warnings = res.Warnings
+	}
+	for _, w := range j.Warnings {
+		j.Dangerous = j.Dangerous || w.Danger
 	}
 	if !j.Valid {
 		j.Errno = ipe.ErrnoName(res.Errno())
@@ -204,9 +215,12 @@ func printLint(e *env, j lintJSON) {
 			loc = fmt.Sprintf("%s:%d", loc, j.Column)
 		}
 	}
-	if j.Valid {
+	switch {
+	case j.Valid && j.Dangerous:
+		fmt.Fprintf(e.stdout, "%s: the kernel accepts it, but it lets untrusted code run (DANGER below)\n", j.File)
+	case j.Valid:
 		e.printf("%s: ok (the kernel accepts it)\n", j.File)
-	} else {
+	default:
 		msg := j.Message
 		if j.Errno != "" {
 			msg += " [kernel: " + j.Errno + "]"
@@ -224,7 +238,11 @@ func printLint(e *env, j lintJSON) {
 		if w.Line > 0 {
 			wl = fmt.Sprintf("%s:%d", j.File, w.Line)
 		}
-		fmt.Fprintf(e.stdout, "%s: warning: %s [%s]\n", wl, w.Message, w.Code)
+		level := "warning"
+		if w.Danger {
+			level = "DANGER"
+		}
+		fmt.Fprintf(e.stdout, "%s: %s: %s [%s]\n", wl, level, w.Message, w.Code)
 		if w.Hint != "" {
 			fmt.Fprintf(e.stdout, "%s: hint: %s\n", wl, w.Hint)
 		}
@@ -445,6 +463,11 @@ is logged with enforcing=0). The output is in canonical form and lints valid.`,
 				return fmt.Errorf("generated policy does not lint: %v", res.Err)
 			}
 			for _, w := range res.Warnings {
+				if w.Danger {
+					// Never silenced by --quiet.
+					fmt.Fprintf(e.stderr, "intact: DANGER: line %d: %s [%s]\nintact: hint: %s\n", w.Line, w.Message, w.Code, w.Hint)
+					continue
+				}
 				e.infof("intact: warning: %s [%s]\n", w.Message, w.Code)
 			}
 			if out == "" || out == "-" {
@@ -466,7 +489,7 @@ is logged with enforcing=0). The output is in canonical form and lints valid.`,
 	f.StringArrayVar(&roothashFiles, "roothash-file", nil, "file of root hashes, one [ALG:]HEX per line (repeatable)")
 	f.StringArrayVar(&fromLayer, "from-layer", nil, "JSON printed by 'intact layer convert --json' (repeatable)")
 	f.StringArrayVar(&fsvds, "allow-fsverity-digest", nil, "allow files with this fs-verity digest, ALG:HEX (repeatable)")
-	f.BoolVar(&anonExec, "allow-anonymous-exec", false, "allow anonymous executable memory for JITs (also allows every untrusted file)")
+	f.BoolVar(&anonExec, "allow-anonymous-exec", false, "DANGEROUS: allow anonymous executable memory for JITs; IPE cannot tell it from an untrusted file, so every untrusted file may run too")
 	f.BoolVar(&auditOnly, "audit-only", false, "mark the policy for permissive deployment (enforce=0)")
 	f.StringVarP(&out, "output", "o", "", "write the policy to this file (default: standard output)")
 	return c

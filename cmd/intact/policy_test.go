@@ -248,3 +248,38 @@ func TestPolicyEval(t *testing.T) {
 		t.Errorf("bad --op: exit %d", code)
 	}
 }
+
+// TestPolicyAnonymousExecIsDangerous: --allow-anonymous-exec makes a rule
+// that lets every untrusted file run; new says why, and lint does not call
+// the policy ok (with --strict it fails).
+func TestPolicyAnonymousExecIsDangerous(t *testing.T) {
+	code, pol, stderr := runCLI(t, "policy", "new", "--name", "jit", "--allow-signed-verity", "--allow-anonymous-exec")
+	if code != 0 {
+		t.Fatalf("new: exit %d %s", code, stderr)
+	}
+	for _, want := range []string{"DANGER", "allows-untrusted", "anonymous executable memory", "untrusted"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("policy new does not say why --allow-anonymous-exec is dangerous (%q missing):\n%s", want, stderr)
+		}
+	}
+	f := writeTemp(t, "jit.pol", pol)
+	code, out, _ := runCLI(t, "policy", "lint", f)
+	if code != 0 || strings.Contains(out, ": ok") || !strings.Contains(out, "allows-untrusted") || !strings.Contains(out, "DANGER") {
+		t.Fatalf("lint: exit %d\n%s", code, out)
+	}
+	if code, _, _ := runCLI(t, "policy", "lint", "--strict", f); code != 1 {
+		t.Errorf("lint --strict: exit %d, want 1", code)
+	}
+	code, out, _ = runCLI(t, "policy", "lint", "--json", f)
+	var res []map[string]any
+	if err := json.Unmarshal([]byte(out), &res); err != nil || len(res) != 1 || res[0]["dangerous"] != true {
+		t.Fatalf("lint --json: exit %d %v\n%s", code, err, out)
+	}
+	// A policy that allows trusted sources only stays ok, also with --strict
+	// (the generator silences the informational anon-exec-denied).
+	_, safe, _ := runCLI(t, "policy", "new", "--name", "safe", "--allow-signed-verity")
+	good := writeTemp(t, "good.pol", safe)
+	if code, out, _ := runCLI(t, "policy", "lint", "--strict", good); code != 0 || !strings.Contains(out, ": ok") {
+		t.Errorf("good policy: exit %d\n%s", code, out)
+	}
+}
