@@ -54,7 +54,9 @@ type exitError struct {
 
 func (e *exitError) Error() string { return e.msg }
 
-// usageError marks errors in how the command was called (exit status 2).
+// usageError marks errors in how the command was called (exit status 2):
+// cobra's flag and argument validation (wrapped by newRootCmd) and usagef
+// in handlers. Every other error is exit status 1, whatever its text says.
 type usageError struct{ err error }
 
 func (e *usageError) Error() string { return e.err.Error() }
@@ -103,7 +105,31 @@ on stdout, --quiet to print only what was asked for, --debug for debug logs.`,
 		}
 		root.AddCommand(g)
 	}
+	typedUsageErrors(root)
 	return root
+}
+
+// typedUsageErrors makes every argument-validation error of the tree a
+// usageError, so that run can tell usage errors by type. A command group
+// (subcommands, no handler of its own) gets a handler that prints its help
+// when called alone and a usage error for an unknown subcommand: cobra
+// would otherwise print the help and exit 0 for "intact verity frmat".
+func typedUsageErrors(c *cobra.Command) {
+	if !c.Runnable() && c.HasSubCommands() {
+		c.Args = cobra.NoArgs
+		c.RunE = func(cmd *cobra.Command, args []string) error { return cmd.Help() }
+	}
+	if v := c.Args; v != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := v(cmd, args); err != nil {
+				return &usageError{err}
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		typedUsageErrors(sub)
+	}
 }
 
 // run executes the CLI with args and returns the process exit status:
@@ -126,23 +152,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	fmt.Fprintln(stderr, "intact: "+oneLine(err.Error()))
 	var ue *usageError
-	if errors.As(err, &ue) || isCobraUsageError(err) {
+	if errors.As(err, &ue) {
 		fmt.Fprintln(stderr, "Run 'intact --help' or add --help to the command for usage.")
 		return 2
 	}
 	return 1
-}
-
-// isCobraUsageError recognizes the argument-count and unknown-command errors
-// cobra returns as plain errors.
-func isCobraUsageError(err error) bool {
-	s := err.Error()
-	for _, p := range []string{"unknown command", "accepts ", "requires at least", "requires at most", "received ", "unknown flag", "unknown shorthand flag", "flag needs an argument", "invalid argument"} {
-		if strings.Contains(s, p) {
-			return true
-		}
-	}
-	return false
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
