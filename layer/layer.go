@@ -249,7 +249,7 @@ func Convert(ctx context.Context, in io.Reader, out Output, opts Options) (*Resu
 	// Input digest over every input byte, read and hashed in its own
 	// goroutine; decompression in another (see pipeline.go).
 	inHash := sha256.New()
-	pre := newPrefetch(in, inHash)
+	pre := newPrefetch(ctx, in, inHash)
 	br := bufio.NewReaderSize(pre, 1<<20)
 	raw, comp, err := decompress(br)
 	if err != nil {
@@ -259,7 +259,11 @@ func Convert(ctx context.Context, in io.Reader, out Output, opts Options) (*Resu
 	defer raw.Close()
 	lim := &limitReader{r: &decodeReader{r: raw, kind: comp}, max: opts.MaxSize}
 	fan := newFanout(lim, sinks...)
+	// Cancellation stops the pipeline at once (Read, the sinks and the
+	// producer), also while the input stalls.
+	stopCancel := context.AfterFunc(ctx, func() { fan.fail(ctx.Err()) })
 	defer func() {
+		stopCancel()
 		// The input first: the decompressor may be waiting for it.
 		pre.stop()
 		fan.stop()

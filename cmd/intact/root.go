@@ -133,7 +133,8 @@ func typedUsageErrors(c *cobra.Command) {
 }
 
 // run executes the CLI with args and returns the process exit status:
-// 0 success, 1 failure, 2 usage error, or the code of an exitError.
+// 0 success, 1 failure, 2 usage error, 130 interrupted (ctx cancelled), or
+// the code of an exitError.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	e := &env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr,
 		log: slog.New(slog.NewTextHandler(stderr, nil))}
@@ -142,6 +143,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
+	}
+	if ctx.Err() != nil {
+		// Interrupted (Ctrl-C, SIGTERM): whatever the command was doing
+		// failed because of it; say so once, with the shell's status.
+		e.log.Debug("interrupted", "err", err)
+		fmt.Fprintln(stderr, "intact: interrupted")
+		return 130
 	}
 	var ee *exitError
 	if errors.As(err, &ee) {
