@@ -16,6 +16,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/intact-project/intact/pkcs7"
 )
 
 // Progress is a progress report from signing or verifying.
@@ -111,6 +113,10 @@ func NewSigner(opts SignOptions) (*Signer, error) {
 	}
 	if err := checkKeyMatchesCert(opts.Key, opts.Cert); err != nil {
 		return nil, err
+	}
+	// Refuse to publish signatures no host kernel can check (ENOKEY).
+	if err := pkcs7.CheckKernelSigner(opts.Cert, opts.Chain); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSignature, err)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)

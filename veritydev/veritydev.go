@@ -23,6 +23,7 @@ import (
 	"github.com/intact-project/intact/dm"
 	"github.com/intact-project/intact/keyring"
 	"github.com/intact-project/intact/loop"
+	"github.com/intact-project/intact/pkcs7"
 	"github.com/intact-project/intact/verity"
 )
 
@@ -31,7 +32,10 @@ import (
 var (
 	// ErrSignatureRejected: the kernel refused the table because of its
 	// root-hash signature (bad, untrusted, over another root hash) or
-	// because it requires one (dm_verity.require_signatures=1).
+	// because it requires one (dm_verity.require_signatures=1): the table
+	// load failed with EKEYREJECTED or ENOKEY. Any other failure of the
+	// load (EINVAL for a table the target refuses, ...) is not this, with
+	// or without a signature.
 	ErrSignatureRejected = errors.New("veritydev: kernel refused the root-hash signature")
 	ErrBadConfig         = errors.New("veritydev: bad configuration")
 )
@@ -111,6 +115,13 @@ func OpenConfig(ctx context.Context, c Config) (dev *Device, err error) {
 	// keys in it).
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	// What userspace can tell about the signer before the kernel answers.
+	var diag error
+	if c.Signature != nil {
+		if diag = CheckSignature(c.Signature); diag != nil {
+			log.Warn("veritydev: the kernel will likely refuse this signature", "err", diag)
+		}
+	}
 	if c.Signature != nil {
 		var rnd [8]byte
 		rand.Read(rnd[:])
@@ -151,7 +162,10 @@ func OpenConfig(ctx context.Context, c Config) (dev *Device, err error) {
 	}()
 	log.Debug("veritydev: loading table", "name", c.Name, "table", tgt.String())
 	if _, err = ctl.Load(c.Name, []dm.Target{{Start: tgt.Start, Length: tgt.Length, Type: tgt.Type, Params: tgt.Params}}, dm.LoadOptions{ReadOnly: true}); err != nil {
-		if c.Signature != nil || errors.Is(err, dm.ErrKeyRejected) || errors.Is(err, os.ErrPermission) {
+		if errors.Is(err, dm.ErrKeyRejected) {
+			if diag != nil {
+				return nil, fmt.Errorf("%w: %w (%v)", ErrSignatureRejected, err, diag)
+			}
 			return nil, fmt.Errorf("%w: %w", ErrSignatureRejected, err)
 		}
 		return nil, fmt.Errorf("veritydev: %w", err)
@@ -249,4 +263,22 @@ func waitNode(ctx context.Context, path string) error {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// CheckSignature says what can be told from userspace, before the kernel
+// is asked, about a root-hash signature the kernel would refuse whatever
+// its keyrings hold: an unparsable message, or a signer certificate that
+// Linux cannot link to its issuer (no authorityKeyIdentifier, as in a v1
+// certificate from 'openssl x509 -req'; the kernel then answers ENOKEY
+// unless that certificate's own key is trusted). nil means nothing is
+// known to be wrong; only the kernel decides.
+func CheckSignature(sig []byte) error {
+	sd, err := pkcs7.Parse(sig)
+	if err != nil {
+		return fmt.Errorf("root-hash signature: %w", err)
+	}
+	if err := sd.CheckKernelSigners(); err != nil {
+		return fmt.Errorf("root-hash signature: %w", err)
+	}
+	return nil
 }

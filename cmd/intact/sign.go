@@ -121,6 +121,9 @@ atomically, or to standard output with -o - (not to a terminal).`,
 			if err != nil {
 				return err
 			}
+			if err := pkcs7.CheckKernelSigner(s.Certificate, s.Chain); err != nil {
+				fmt.Fprintf(e.stderr, "intact: warning: %v\n", err)
+			}
 			opts := pkcs7.SignOptions{Hash: h, NoCerts: noCert}
 			if skid {
 				opts.SignerID = pkcs7.SubjectKeyID

@@ -580,6 +580,7 @@ func buildInitramfs(ctx context.Context, a *Assets, opts Options, initBin string
 	// The test PKI: a leaf under the db CA and an untrusted pair.
 	keys := map[string]string{
 		guest.EnvCACert:          pki.DBFiles.RootPEM,
+		guest.EnvCAKey:           pki.DBFiles.RootKey,
 		guest.EnvSignCert:        pki.DBFiles.CertPEM,
 		guest.EnvSignKey:         pki.DBFiles.KeyPEM,
 		guest.EnvUntrustedCACert: pki.UntrustFile.RootPEM,

@@ -57,6 +57,7 @@ const (
 	EnvSecureBoot  = "INTACT_VM_SECUREBOOT"
 	EnvScratchExt4 = "INTACT_VM_SCRATCH_EXT4" // mount point of the scratch ext4 (verity feature on)
 	EnvCACert      = "INTACT_VM_CA_CERT"      // PEM of the CA enrolled in db
+	EnvCAKey       = "INTACT_VM_CA_KEY"       // PEM (PKCS#8) key of that CA, to issue other signers under it
 	EnvSignKey     = "INTACT_VM_SIGN_KEY"     // PEM (PKCS#8) key of a leaf chained to that CA
 	EnvSignCert    = "INTACT_VM_SIGN_CERT"    // PEM of that leaf
 	// An untrusted hierarchy of the same shape, for negative tests.
@@ -67,18 +68,18 @@ const (
 
 // Keys are the PEM files of the test PKI inside the guest.
 type Keys struct {
-	CACert, SignKey, SignCert                    string
+	CACert, CAKey, SignKey, SignCert             string
 	UntrustedCACert, UntrustedKey, UntrustedCert string
 }
 
 // LoadKeys returns the key paths from the environment and whether all are set.
 func LoadKeys() (Keys, bool) {
 	k := Keys{
-		CACert: os.Getenv(EnvCACert), SignKey: os.Getenv(EnvSignKey), SignCert: os.Getenv(EnvSignCert),
+		CACert: os.Getenv(EnvCACert), CAKey: os.Getenv(EnvCAKey), SignKey: os.Getenv(EnvSignKey), SignCert: os.Getenv(EnvSignCert),
 		UntrustedCACert: os.Getenv(EnvUntrustedCACert), UntrustedKey: os.Getenv(EnvUntrustedKey),
 		UntrustedCert: os.Getenv(EnvUntrustedCert),
 	}
-	ok := k.CACert != "" && k.SignKey != "" && k.SignCert != "" && k.UntrustedKey != "" && k.UntrustedCert != ""
+	ok := k.CACert != "" && k.CAKey != "" && k.SignKey != "" && k.SignCert != "" && k.UntrustedKey != "" && k.UntrustedCert != ""
 	return k, ok
 }
 
