@@ -929,9 +929,14 @@ line; without it the active policy is read from securityfs when available.
 				}
 				recs = append(recs, r...)
 			}
-			pol, err := auditPolicy(e, policyFile, root)
+			pol, _, err := activeOrFilePolicy(e, policyFile, root)
 			if err != nil {
-				return err
+				if policyFile != "" {
+					return err
+				}
+				// The records carry the decisions; the policy only
+				// locates rules by line.
+				fmt.Fprintf(e.stderr, "intact: warning: the active policy is unknown (%v): rules are not located by line; pass --policy\n", err)
 			}
 			insp := newInspector(e)
 			var out []auditJSON
@@ -1019,38 +1024,27 @@ func printAudit(e *env, j auditJSON) {
 	}
 }
 
-// auditPolicy loads the policy to explain against: --policy, else the
-// active one from securityfs (nil if none can be read).
-func auditPolicy(e *env, file, root string) (*ipe.Policy, error) {
+// activeOrFilePolicy loads the policy to evaluate or explain against:
+// --policy, else the active one from securityfs. A nil policy with a nil
+// error means IPE decides nothing (reason says why); a securityfs that
+// cannot be read is an error (see ipe.SecurityFS.ActivePolicy).
+func activeOrFilePolicy(e *env, file, root string) (*ipe.Policy, string, error) {
 	if file != "" {
 		b, err := readBounded(file)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		text, _, err := ipe.PolicyFromFile(b)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", file, err)
+			return nil, "", fmt.Errorf("%s: %w", file, err)
 		}
 		p, err := ipe.Parse(text)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", file, err)
+			return nil, "", fmt.Errorf("%s: %w", file, err)
 		}
-		return p, nil
+		return p, "", nil
 	}
-	fs := &ipe.SecurityFS{Root: root, Log: e.log}
-	act, ok, err := fs.Active(e.ctx)
-	if err != nil || !ok {
-		return nil, nil
-	}
-	text, err := fs.PolicyText(act.Name)
-	if err != nil {
-		return nil, nil
-	}
-	p, err := ipe.Parse(text)
-	if err != nil {
-		return nil, nil
-	}
-	return p, nil
+	return (&ipe.SecurityFS{Root: root, Log: e.log}).ActivePolicy(e.ctx)
 }
 
 func newPolicyEvalCmd(e *env) *cobra.Command {
@@ -1075,12 +1069,15 @@ inspected.`,
 			if !ok {
 				return usagef("--op %q: unknown operation", opName)
 			}
-			pol, err := auditPolicy(e, policyFile, root)
+			pol, reason, err := activeOrFilePolicy(e, policyFile, root)
 			if err != nil {
+				if policyFile == "" {
+					return fmt.Errorf("cannot read the active IPE policy, so no decision can be predicted: %w (run as root where securityfs is mounted, or pass --policy FILE)", err)
+				}
 				return err
 			}
-			if pol == nil && policyFile == "" {
-				e.infof("intact: no --policy and no active policy readable: IPE allows everything\n")
+			if pol == nil {
+				e.infof("intact: %s: IPE allows everything\n", reason)
 			}
 			insp := newInspector(e)
 			type evalJSON struct {
@@ -1103,15 +1100,9 @@ inspected.`,
 				}
 				d := pol.Evaluate(fp.Context(op))
 				j := evalJSON{Path: p, Decision: d.Action.String(), Properties: fp.Properties(), Props: fp}
-				switch d.Match {
-				case ipe.MatchNoPolicy:
-					j.DecidedBy = "no active policy"
-				case ipe.MatchRule:
-					j.DecidedBy, j.Line = d.Rule.String(), d.Rule.Line
-				case ipe.MatchOpDefault:
-					j.DecidedBy, j.Line = d.AuditRule(), pol.OpDefaultLine[op]
-				case ipe.MatchGlobal:
-					j.DecidedBy, j.Line = d.AuditRule(), pol.GlobalDefaultLine
+				j.DecidedBy, j.Line = d.DecidedBy(pol)
+				if d.Match == ipe.MatchNoPolicy {
+					j.DecidedBy = reason
 				}
 				if d.Action == ipe.ActionDeny {
 					j.Allow = ipe.AllowRules(fp, op)
@@ -1127,11 +1118,7 @@ inspected.`,
 				}
 			} else {
 				for _, j := range out {
-					where := ""
-					if j.Line > 0 {
-						where = fmt.Sprintf(" (line %d)", j.Line)
-					}
-					fmt.Fprintf(e.stdout, "%s: %s %s by %s%s\n", j.Path, j.Decision, op, j.DecidedBy, where)
+					fmt.Fprintf(e.stdout, "%s: %s %s by %s\n", j.Path, j.Decision, op, j.DecidedBy)
 					if j.Props.RealPath != j.Props.Path {
 						fmt.Fprintf(e.stdout, "  real file: %s (%s)\n", j.Props.RealPath, j.Props.RealFSType)
 					}
