@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"strings"
 	"time"
@@ -34,6 +35,10 @@ type RemoteOptions struct {
 	// OCILayout, if set, is a local OCI image layout directory; the
 	// reference is then a tag or a digest in it.
 	OCILayout string
+	// ReadOnly opens an OCILayout for reading only: nothing in the
+	// directory is created or rewritten (it may be on read-only storage),
+	// and pushes fail with ErrReadOnly.
+	ReadOnly bool
 	// PlainHTTP talks HTTP instead of HTTPS (for loopback registries).
 	PlainHTTP bool
 	// NoCredentials skips the Docker credentials configuration.
@@ -60,17 +65,27 @@ type Repo struct {
 
 // Open opens ref: "host[:port]/repo[:tag|@digest]" on a registry, or with
 // opts.OCILayout a tag or digest in that layout directory (created when
-// missing).
+// missing, unless opts.ReadOnly).
 func Open(ctx context.Context, ref string, opts RemoteOptions) (*Repo, error) {
 	if opts.OCILayout != "" {
-		st, err := orasoci.NewWithContext(ctx, opts.OCILayout)
-		if err != nil {
-			return nil, fmt.Errorf("open OCI layout %s: %w", opts.OCILayout, err)
-		}
 		if ref == "" {
 			return nil, fmt.Errorf("%w: empty reference in OCI layout %s", ErrNotFound, opts.OCILayout)
 		}
-		return &Repo{Target: st, Reference: ref, Name: opts.OCILayout + ":" + ref}, nil
+		var t oras.GraphTarget
+		if opts.ReadOnly {
+			st, err := orasoci.NewFromFS(ctx, os.DirFS(opts.OCILayout))
+			if err != nil {
+				return nil, fmt.Errorf("open OCI layout %s: %w", opts.OCILayout, err)
+			}
+			t = readOnlyTarget{st}
+		} else {
+			st, err := orasoci.NewWithContext(ctx, opts.OCILayout)
+			if err != nil {
+				return nil, fmt.Errorf("open OCI layout %s: %w", opts.OCILayout, err)
+			}
+			t = st
+		}
+		return &Repo{Target: t, Reference: ref, Name: opts.OCILayout + ":" + ref}, nil
 	}
 	r, err := registry.ParseReference(ref)
 	if err != nil {
@@ -161,6 +176,18 @@ func (c *idleConn) Write(p []byte) (int, error) {
 	}
 	return c.Conn.Write(p)
 }
+
+// ErrReadOnly: a push to a repository opened with RemoteOptions.ReadOnly.
+var ErrReadOnly = errors.New("repository opened read-only")
+
+// readOnlyTarget is a layout opened for reading: every write fails.
+type readOnlyTarget struct{ oras.ReadOnlyGraphTarget }
+
+func (readOnlyTarget) Push(context.Context, ocispec.Descriptor, io.Reader) error {
+	return ErrReadOnly
+}
+
+func (readOnlyTarget) Tag(context.Context, ocispec.Descriptor, string) error { return ErrReadOnly }
 
 // Close releases a layout's index (saving it) or does nothing for a registry.
 func (r *Repo) Close() error {

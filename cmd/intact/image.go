@@ -43,6 +43,7 @@ type remoteFlags struct {
 	timeout       time.Duration
 	platforms     []string
 	allPlatforms  bool
+	readOnly      bool // the command only reads: an OCI layout is not written
 }
 
 func (f *remoteFlags) add(c *cobra.Command) {
@@ -84,7 +85,7 @@ func (f *remoteFlags) open(e *env, ref string) (*oci.Repo, error) {
 		}
 	}
 	return oci.Open(e.ctx, ref, oci.RemoteOptions{
-		OCILayout: f.ociLayout, PlainHTTP: f.plainHTTP, NoCredentials: f.noCredentials, Timeout: f.timeout,
+		OCILayout: f.ociLayout, ReadOnly: f.readOnly, PlainHTTP: f.plainHTTP, NoCredentials: f.noCredentials, Timeout: f.timeout,
 	})
 }
 
@@ -237,7 +238,7 @@ func printSignResult(e *env, res *oci.SignResult) {
 
 func newImageVerifyCmd(e *env) *cobra.Command {
 	var (
-		rf           remoteFlags
+		rf           = remoteFlags{readOnly: true}
 		caPath       string
 		full         bool
 		tmpDir       string
@@ -348,7 +349,7 @@ func okWord(ok bool) string {
 }
 
 func newImageInspectCmd(e *env) *cobra.Command {
-	var rf remoteFlags
+	rf := remoteFlags{readOnly: true}
 	c := &cobra.Command{
 		Use:   "inspect REF",
 		Short: "List an image's dm-verity referrers, their layers and signatures",

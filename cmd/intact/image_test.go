@@ -3,9 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
+	"fmt"
+	"maps"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -15,6 +19,7 @@ import (
 
 	"github.com/intact-project/intact/internal/sampleimage"
 	"github.com/intact-project/intact/internal/testpki"
+	"github.com/intact-project/intact/internal/testutil"
 	"github.com/intact-project/intact/oci"
 )
 
@@ -237,5 +242,107 @@ func TestRegistryServeCLI(t *testing.T) {
 	}
 	if entries, err := os.ReadDir(dir); err != nil || len(entries) == 0 {
 		t.Fatalf("--dir holds nothing: %v", err)
+	}
+}
+
+// snapshotTree records every entry under dir: type, size, mtime, content.
+func snapshotTree(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	snap := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		st, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		v := fmt.Sprintf("%v %d %d", st.Mode(), st.Size(), st.ModTime().UnixNano())
+		if st.Mode().IsRegular() {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			v += fmt.Sprintf(" %x", sha256.Sum256(b))
+		}
+		snap[p] = v
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap
+}
+
+// signedLayout signs the sample image into a new OCI layout.
+func signedLayout(t *testing.T) (string, testpki.Files) {
+	t.Helper()
+	files := testpki.MustNew(t, testpki.Options{}).MustWriteDir(t, t.TempDir())
+	dir := t.TempDir()
+	repo, err := oci.Open(context.Background(), "v1", oci.RemoteOptions{OCILayout: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, _ := sampleimage.Build(sampleimage.Options{})
+	if err := img.Push(context.Background(), repo.Target, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	repo.Close()
+	if code, _, stderr := runCLI(t, "image", "sign", "v1", "--oci-layout", dir, "--key", files.KeyPEM, "--cert", files.CertPEM); code != 0 {
+		t.Fatalf("sign: %d %s", code, stderr)
+	}
+	return dir, files
+}
+
+// TestImageOCILayoutReadsDoNotWrite: verify and inspect of an OCI layout
+// leave every file of it as it was (the old code rewrote index.json).
+func TestImageOCILayoutReadsDoNotWrite(t *testing.T) {
+	dir, files := signedLayout(t)
+	before := snapshotTree(t, dir)
+	time.Sleep(10 * time.Millisecond) // a rewrite would get another mtime
+	for _, args := range [][]string{
+		{"image", "verify", "v1", "--oci-layout", dir, "--ca", files.RootPEM, "--full"},
+		{"image", "inspect", "v1", "--oci-layout", dir},
+		{"image", "verify", "no-such-tag", "--oci-layout", dir, "--ca", files.RootPEM},
+	} {
+		runCLI(t, args...)
+		if after := snapshotTree(t, dir); !maps.Equal(before, after) {
+			for k, v := range after {
+				if before[k] != v {
+					t.Errorf("%v changed %s: %s -> %s", args[:2], k, before[k], v)
+				}
+			}
+			t.FailNow()
+		}
+	}
+	// A directory that is not a layout is not made one.
+	empty := t.TempDir()
+	if code, _, _ := runCLI(t, "image", "inspect", "v1", "--oci-layout", empty); code == 0 {
+		t.Error("inspect of an empty directory succeeded")
+	}
+	if ents, _ := os.ReadDir(empty); len(ents) != 0 {
+		t.Errorf("inspect wrote into a directory that was no layout: %v", ents)
+	}
+}
+
+// TestImageOCILayoutReadOnlyMountAsRoot: verify and inspect work on a
+// layout mounted read-only.
+func TestImageOCILayoutReadOnlyMountAsRoot(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir, files := signedLayout(t)
+	ro := t.TempDir()
+	mount := testutil.RequireTool(t, "mount")
+	if out, err := exec.Command(mount, "--bind", "-o", "ro", dir, ro).CombinedOutput(); err != nil {
+		t.Fatalf("mount: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", ro).Run() })
+	if err := os.WriteFile(filepath.Join(ro, "probe"), nil, 0o644); err == nil {
+		t.Fatal("the bind mount is writable")
+	}
+	if code, out, stderr := runCLI(t, "image", "verify", "v1", "--oci-layout", ro, "--ca", files.RootPEM, "--full"); code != 0 {
+		t.Errorf("verify on a read-only layout: exit %d %s %s", code, out, stderr)
+	}
+	if code, out, stderr := runCLI(t, "image", "inspect", "v1", "--oci-layout", ro); code != 0 || !strings.Contains(out, "referrer") {
+		t.Errorf("inspect on a read-only layout: exit %d %s %s", code, out, stderr)
 	}
 }
