@@ -106,15 +106,6 @@ func DeleteModule(name string) error {
 // Sync flushes file system buffers.
 func Sync() { unix.Sync() }
 
-// BlockDeviceSize returns the size in bytes of the block device open as fd.
-func BlockDeviceSize(fd uintptr) (uint64, error) {
-	var size uint64
-	if err := ioctlPtr(int(fd), unix.BLKGETSIZE64, unsafePointer(&size)); err != nil {
-		return 0, wrap("ioctl BLKGETSIZE64", err)
-	}
-	return size, nil
-}
-
 // Flock takes an exclusive advisory lock on f, waiting for it (flock(2)).
 // Closing f releases it.
 func Flock(f *os.File) error {
