@@ -50,7 +50,7 @@ func (f *remoteFlags) add(c *cobra.Command) {
 	c.Flags().StringVar(&f.ociLayout, "oci-layout", "", "use a local OCI image layout directory; REF is then a tag or digest in it")
 	c.Flags().BoolVar(&f.plainHTTP, "plain-http", false, "talk plain HTTP to the registry (loopback registries); default is TLS")
 	c.Flags().BoolVar(&f.noCredentials, "no-credentials", false, "do not read registry credentials from the Docker config (~/.docker/config.json)")
-	c.Flags().DurationVar(&f.timeout, "timeout", 30*time.Second, "give up on a registry that does not connect, answer or send data for this long")
+	c.Flags().DurationVar(&f.timeout, "timeout", 30*time.Second, "give up on a registry that does not answer a request within this long (retries included) or stalls a transfer this long")
 	c.Flags().StringSliceVar(&f.platforms, "platform", nil, "platform of a multi-platform image, os/arch[/variant] (repeatable; default: the host's, "+hostPlatform()+")")
 	c.Flags().BoolVar(&f.allPlatforms, "all-platforms", false, "every platform of a multi-platform image")
 }

@@ -346,3 +346,49 @@ func TestImageOCILayoutReadOnlyMountAsRoot(t *testing.T) {
 		t.Errorf("inspect on a read-only layout: exit %d %s %s", code, out, stderr)
 	}
 }
+
+// TestImageTimeoutBoundsTheWait: --timeout bounds how long a command waits
+// for a registry that accepts connections and never answers, retries
+// included (the old code waited that long per attempt: 3 s took 13.9 s).
+func TestImageTimeoutBoundsTheWait(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+	files := testpki.MustNew(t, testpki.Options{}).MustWriteDir(t, t.TempDir())
+	for _, args := range [][]string{
+		{"image", "inspect", ln.Addr().String() + "/silent/image:v1"},
+		{"image", "verify", ln.Addr().String() + "/silent/image:v1", "--ca", files.RootPEM},
+	} {
+		start := time.Now()
+		code, _, stderr := runCLI(t, append(args, "--plain-http", "--no-credentials", "--timeout", "1s")...)
+		took := time.Since(start)
+		if code != 1 || !strings.Contains(stderr, "1s") {
+			t.Errorf("%v: exit %d, stderr %q; want exit 1 naming the timeout", args[:2], code, stderr)
+		}
+		if took > 3*time.Second {
+			t.Errorf("%v: --timeout 1s took %v", args[:2], took)
+		}
+	}
+}
