@@ -392,3 +392,43 @@ func TestImageTimeoutBoundsTheWait(t *testing.T) {
 		}
 	}
 }
+
+// TestImageSignsEveryPlatformByDefault: image sign signs every platform of
+// a multi-platform image unless --platform restricts it; verify checks
+// every platform by default and names the unsigned ones.
+func TestImageSignsEveryPlatformByDefault(t *testing.T) {
+	f := newImageFixture(t, "linux/amd64", "linux/arm64", "linux/riscv64")
+	common := []string{"--plain-http", "--no-credentials"}
+	// A publisher restricts signing to one platform on purpose.
+	code, _, stderr := runCLI(t, append([]string{"image", "sign", f.ref, "--key", f.files.KeyPEM, "--cert", f.files.CertPEM, "--platform", "linux/arm64"}, common...)...)
+	if code != 0 {
+		t.Fatalf("sign --platform: %d %s", code, stderr)
+	}
+	code, out, _ := runCLI(t, append([]string{"image", "verify", f.ref, "--ca", f.files.RootPEM}, common...)...)
+	if code != 1 || !strings.Contains(out, "unsigned") || !strings.Contains(out, "linux/amd64") || !strings.Contains(out, "linux/riscv64") {
+		t.Fatalf("verify after signing one of three platforms: exit %d\n%s", code, out)
+	}
+	code, out, _ = runCLI(t, append([]string{"image", "verify", f.ref, "--ca", f.files.RootPEM, "--json"}, common...)...)
+	var rep struct {
+		Unsigned []string `json:"unsigned"`
+	}
+	if json.Unmarshal([]byte(out), &rep); code != 1 || strings.Join(rep.Unsigned, " ") != "linux/amd64 linux/riscv64" {
+		t.Fatalf("verify --json: exit %d, unsigned %v\n%s", code, rep.Unsigned, out)
+	}
+	if code, _, _ := runCLI(t, append([]string{"image", "verify", f.ref, "--ca", f.files.RootPEM, "--platform", "linux/arm64"}, common...)...); code != 0 {
+		t.Errorf("verify --platform linux/arm64: exit %d", code)
+	}
+	// Without --platform every platform is signed.
+	code, out, stderr = runCLI(t, append([]string{"image", "sign", f.ref, "--key", f.files.KeyPEM, "--cert", f.files.CertPEM, "--json"}, common...)...)
+	var res []struct {
+		Platforms []struct {
+			Platform string `json:"platform"`
+		} `json:"platforms"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || len(res) != 1 || len(res[0].Platforms) != 3 {
+		t.Fatalf("sign: exit %d %s\n%s", code, stderr, out)
+	}
+	if code, out, _ := runCLI(t, append([]string{"image", "verify", f.ref, "--ca", f.files.RootPEM}, common...)...); code != 0 || strings.Contains(out, "unsigned") {
+		t.Fatalf("verify after signing every platform: exit %d\n%s", code, out)
+	}
+}
