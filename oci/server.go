@@ -2,15 +2,23 @@ package oci
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/olareg/olareg"
 	"github.com/olareg/olareg/config"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/intact-project/intact/internal/atomicfile"
 )
 
 // ServerOptions configures the embedded registry (olareg). The zero value
@@ -53,6 +61,11 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 	}
 	enabled := !opts.NoReferrersAPI
 	conf.API.Referrer.Enabled = &enabled
+	if opts.NoReferrersAPI && opts.Dir != "" {
+		if err := unconvertReferrers(opts.Dir, opts.Logger); err != nil {
+			return nil, fmt.Errorf("registry: %w", err)
+		}
+	}
 	// Keep untagged manifests (our referrers) and never collect during a run.
 	conf.Storage.GC.Frequency = -1
 	var lc net.ListenConfig
@@ -88,4 +101,82 @@ func (s *Server) Close(ctx context.Context) error {
 		err = cerr
 	}
 	return err
+}
+
+// olareg's annotations (github.com/olareg/olareg/types): an index.json
+// whose referrers were converted from the tag schema into referrers API
+// responses, and such a response's subject.
+const (
+	olaregReferrerConvert = "org.olareg.referrer.convert"
+	olaregReferrerSubject = "org.olareg.referrer.subject"
+)
+
+// unconvertReferrers prepares storage that was served with the referrers
+// API for serving without it. olareg keeps, per repository, referrers API
+// responses (indexes annotated with their subject) and marks index.json as
+// converted; with the API off it refuses such an index, and every manifest
+// by digest answers 404. Each response becomes what a client pushes when a
+// registry lacks the API: a tag named sha256-<subject hex>. Served with the
+// API again, olareg converts the tags back.
+func unconvertReferrers(root string, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() != "index.json" {
+			return err
+		}
+		if _, err := os.Stat(filepath.Join(filepath.Dir(p), "oci-layout")); err != nil {
+			return nil
+		}
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		var idx map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &idx); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		var annots map[string]string
+		if a, ok := idx["annotations"]; ok {
+			if err := json.Unmarshal(a, &annots); err != nil {
+				return fmt.Errorf("%s: annotations: %w", p, err)
+			}
+		}
+		if annots[olaregReferrerConvert] != "true" {
+			return nil
+		}
+		var manifests []map[string]any
+		if err := json.Unmarshal(idx["manifests"], &manifests); err != nil {
+			return fmt.Errorf("%s: manifests: %w", p, err)
+		}
+		for _, m := range manifests {
+			a, _ := m["annotations"].(map[string]any)
+			subj, _ := a[olaregReferrerSubject].(string)
+			if subj == "" {
+				continue
+			}
+			sd, err := digest.Parse(subj)
+			if err != nil {
+				return fmt.Errorf("%s: referrers of %q: %w", p, subj, err)
+			}
+			delete(a, olaregReferrerSubject)
+			a[ocispec.AnnotationRefName] = sd.Algorithm().String() + "-" + sd.Encoded()
+		}
+		delete(annots, olaregReferrerConvert)
+		if len(annots) == 0 {
+			delete(idx, "annotations")
+		} else if idx["annotations"], err = json.Marshal(annots); err != nil {
+			return err
+		}
+		if idx["manifests"], err = json.Marshal(manifests); err != nil {
+			return err
+		}
+		out, err := json.Marshal(idx)
+		if err != nil {
+			return err
+		}
+		log.Info("registry: referrers turned into sha256-<hex> tags for serving without the referrers API", "index", p)
+		return atomicfile.WriteFile(p, out, 0o644)
+	})
 }

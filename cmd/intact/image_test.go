@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/intact-project/intact/internal/sampleimage"
 	"github.com/intact-project/intact/internal/testpki"
@@ -430,5 +433,92 @@ func TestImageSignsEveryPlatformByDefault(t *testing.T) {
 	}
 	if code, out, _ := runCLI(t, append([]string{"image", "verify", f.ref, "--ca", f.files.RootPEM}, common...)...); code != 0 || strings.Contains(out, "unsigned") {
 		t.Fatalf("verify after signing every platform: exit %d\n%s", code, out)
+	}
+}
+
+// serveCLI runs `intact registry serve ARGS --addr 127.0.0.1:0 --json` in
+// process and returns its address and a function that stops it.
+func serveCLI(t *testing.T, args ...string) (string, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errb syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, append([]string{"registry", "serve", "--addr", "127.0.0.1:0", "--json"}, args...), strings.NewReader(""), &out, &errb)
+	}()
+	var info struct {
+		Addr string `json:"addr"`
+	}
+	for deadline := time.Now().Add(10 * time.Second); json.Unmarshal([]byte(out.String()), &info) != nil || info.Addr == ""; {
+		select {
+		case code := <-done:
+			cancel()
+			t.Fatalf("serve exited %d: %s", code, errb.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("no address printed: %q %q", out.String(), errb.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Errorf("serve exited %d: %s", code, errb.String())
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("serve did not stop")
+		}
+	}
+	t.Cleanup(stop)
+	return info.Addr, stop
+}
+
+// TestRegistryServeDirBothWays: a --dir written with the referrers API is
+// served with --no-referrers-api too: manifests by digest answer, and the
+// signed image verifies through the sha256-<hex> tag schema (olareg, given
+// such storage with the API off, answered 404 for every manifest by
+// digest).
+func TestRegistryServeDirBothWays(t *testing.T) {
+	dir := t.TempDir()
+	files := testpki.MustNew(t, testpki.Options{}).MustWriteDir(t, t.TempDir())
+	addr, stop := serveCLI(t, "--dir", dir)
+	ctx := context.Background()
+	repo, err := oci.Open(ctx, addr+"/both/app:v1", oci.RemoteOptions{PlainHTTP: true, NoCredentials: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, _ := sampleimage.Build(sampleimage.Options{})
+	if err := img.Push(ctx, repo.Target, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := runCLI(t, "image", "sign", addr+"/both/app:v1", "--plain-http", "--no-credentials", "--key", files.KeyPEM, "--cert", files.CertPEM); code != 0 {
+		t.Fatalf("sign: %s", stderr)
+	}
+	stop()
+	for _, mode := range [][]string{{"--no-referrers-api"}, nil, {"--no-referrers-api"}} {
+		addr, stop := serveCLI(t, append([]string{"--dir", dir}, mode...)...)
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/v2/both/app/manifests/"+img.Manifests[0].Desc.Digest.String(), nil)
+		req.Header.Set("Accept", ocispec.MediaTypeImageManifest)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%v: manifest by digest: HTTP %d", mode, resp.StatusCode)
+		}
+		if code, out, stderr := runCLI(t, "image", "verify", addr+"/both/app:v1", "--plain-http", "--no-credentials", "--ca", files.RootPEM); code != 0 {
+			t.Errorf("%v: verify: exit %d %s %s", mode, code, out, stderr)
+		}
+		stop()
 	}
 }
