@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/intact-project/intact/dm"
+	"github.com/intact-project/intact/internal/linux"
 	"github.com/intact-project/intact/keyring"
 	"github.com/intact-project/intact/loop"
 	"github.com/intact-project/intact/pkcs7"
@@ -212,21 +213,14 @@ func resolveParams(c Config) (verity.Params, error) {
 		return sb, nil
 	}
 	if p.DataBlocks == 0 && p.DataBlockSize > 0 {
-		st, err := os.Stat(c.Data)
+		f, err := os.Open(c.Data)
 		if err != nil {
 			return p, fmt.Errorf("veritydev: %w", err)
 		}
-		size := st.Size()
-		if st.Mode()&os.ModeDevice != 0 {
-			f, err := os.Open(c.Data)
-			if err != nil {
-				return p, fmt.Errorf("veritydev: %w", err)
-			}
-			size, err = f.Seek(0, 2)
-			f.Close()
-			if err != nil {
-				return p, fmt.Errorf("veritydev: %w", err)
-			}
+		size, err := linux.FileSize(f)
+		f.Close()
+		if err != nil {
+			return p, fmt.Errorf("veritydev: data: %w", err)
 		}
 		if sameFile(c.Data, c.Hash) && p.HashOffset > 0 && uint64(size) > p.HashOffset {
 			size = int64(p.HashOffset)

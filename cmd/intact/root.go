@@ -72,7 +72,7 @@ func newRootCmd(e *env) *cobra.Command {
 		Short: "Code integrity for Linux container hosts, from firmware to every container",
 		Long: `intact builds and checks the pieces of a code-integrity chain for container
 hosts: dm-verity hash trees and root-hash signatures, fs-verity digests,
-EROFS layer images, IPE policies, signed images and immutable host images.
+EROFS layer images, IPE policies and signed container images.
 
 Every command answers --help. Global flags: --json for machine-readable output
 on stdout, --quiet to print only what was asked for, --debug for debug logs.`,
@@ -97,6 +97,10 @@ on stdout, --quiet to print only what was asked for, --debug for debug logs.`,
 	root.PersistentFlags().BoolVarP(&e.quiet, "quiet", "q", false, "print only errors and the requested data")
 	root.PersistentFlags().BoolVar(&e.debug, "debug", false, "print debug logs on stderr")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &usageError{err} })
+	// Command groups get a handler (typedUsageErrors) only to refuse
+	// unknown subcommands: their usage shows the subcommands, not a
+	// "[flags]" form of their own.
+	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(), "{{if .Runnable}}", "{{if and .Runnable (not .HasAvailableSubCommands)}}", 1))
 	root.CompletionOptions.DisableDefaultCmd = true
 	for _, f := range commandGroups {
 		g := f(e)

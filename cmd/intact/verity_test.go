@@ -371,3 +371,25 @@ func TestVerityTableAndDump(t *testing.T) {
 		t.Fatalf("dump:\n%s\nveritysetup:\n%s", out, vs)
 	}
 }
+
+// TestDirectoryIsNotData: a directory as DATA (or as a layer image) is
+// refused as a directory; it used to be sized as 2^63-1 bytes.
+func TestDirectoryIsNotData(t *testing.T) {
+	dir := t.TempDir()
+	hash := filepath.Join(t.TempDir(), "hash")
+	randFile(t, hash, 8192)
+	root := strings.Repeat("ab", 32)
+	for _, args := range [][]string{
+		{"verity", "format", dir},
+		{"verity", "format", dir, hash},
+		{"verity", "verify", dir, hash, root, "--no-superblock"},
+		{"verity", "table", dir, hash, root, "--no-superblock"},
+		{"layer", "verify", dir, root},
+		{"layer", "inspect", dir},
+	} {
+		code, _, stderr := runCLI(t, args...)
+		if code != 1 || !strings.Contains(stderr, "is a directory") || strings.Contains(stderr, "922337203685477") {
+			t.Errorf("%v: exit %d, stderr %q; want exit 1 naming the directory", args[:2], code, stderr)
+		}
+	}
+}
