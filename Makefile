@@ -57,11 +57,12 @@ test-vm: deps build
 	INTACT_TEST_STRICT=1 INTACT_VM_HOST_TESTS=1 INTACT_VM_TIMING_LOG=$(CURDIR)/$(VM_TIMING) \
 		$(GO) test -count=1 -timeout 20m ./internal/vmtest/ && \
 	CGO_ENABLED=0 INTACT_TEST_STRICT=1 INTACT_VM_TIMING_LOG=$(CURDIR)/$(VM_TIMING) \
-		$(GO) test -count=1 -p 1 -timeout 20m -exec "$(CURDIR)/$(BIN)/vmexec --mode secureboot --tool $(VM_TOOLS) --file $(CURDIR)/$(BIN)/intact:/usr/bin/intact" \
+		$(GO) test -count=1 -p 1 -timeout 20m -exec "$(CURDIR)/$(BIN)/vmexec --mode secureboot --tool $(VM_TOOLS) --file $(CURDIR)/$(BIN)/intact:/usr/bin/intact --file $(CURDIR)/$(BIN)/intact-registry:/usr/bin/intact-registry" \
 		$$(for d in $(VM_PKGS); do [ -d $$d ] && echo ./$$d/...; done); rc=$$?; \
 	cat $(VM_TIMING) 2>/dev/null; echo "test-vm: $$(( $$(date +%s) - start ))s in total"; exit $$rc
 
 # The README's main-job command, run end to end (offline; as root it also
-# mounts the verified layers with the kernel's EROFS).
+# mounts the verified layers with the kernel's EROFS). bin/intact runs
+# bin/intact-registry, which build puts next to it.
 test-quickstart: build
-	@dir=$$(mktemp -d) && trap 'rm -rf "$$dir"' EXIT && $(GO) run ./cmd/intact quickstart --dir "$$dir"
+	@dir=$$(mktemp -d) && trap 'rm -rf "$$dir"' EXIT && $(BIN)/intact quickstart --dir "$$dir"

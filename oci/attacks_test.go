@@ -11,6 +11,7 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/intact-project/intact/internal/registry"
 	"github.com/intact-project/intact/internal/sampleimage"
 )
 
@@ -25,7 +26,7 @@ type signedFixture struct {
 
 func newSignedFixture(t *testing.T, opts sampleimage.Options) *signedFixture {
 	t.Helper()
-	s := startRegistry(t, ServerOptions{})
+	s := startRegistry(t, registry.ServerOptions{})
 	repo := openRepo(t, s.Addr, "attack:v1", testRemote)
 	img := pushSample(t, repo, opts)
 	sign(t, repo, PlatformSelector{All: true})
@@ -244,7 +245,7 @@ func TestSelectionNewestWins(t *testing.T) {
 }
 
 func TestUnsignedImage(t *testing.T) {
-	s := startRegistry(t, ServerOptions{})
+	s := startRegistry(t, registry.ServerOptions{})
 	repo := openRepo(t, s.Addr, "unsigned:v1", testRemote)
 	pushSample(t, repo, sampleimage.Options{})
 	rep := verify(t, repo, testPKI.Roots(), false)

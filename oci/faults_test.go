@@ -19,6 +19,7 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/intact-project/intact/internal/registry"
 	"github.com/intact-project/intact/internal/sampleimage"
 )
 
@@ -119,7 +120,7 @@ func referrerCount(t *testing.T, direct *Repo, m ocispec.Descriptor) int {
 // TestSignFaults injects registry faults while signing: each gives a clear
 // error, and no referrer is left behind.
 func TestSignFaults(t *testing.T) {
-	s := startRegistry(t, ServerOptions{})
+	s := startRegistry(t, registry.ServerOptions{})
 	direct := openRepo(t, s.Addr, "faults:v1", testRemote)
 	img := pushSample(t, direct, sampleimage.Options{PayloadSize: 1 << 20})
 	m := img.Manifests[0]
@@ -196,7 +197,7 @@ func TestSignFaults(t *testing.T) {
 // TestVerifyFaults injects registry faults while verifying: each makes the
 // verdict negative with a clear reason.
 func TestVerifyFaults(t *testing.T) {
-	s := startRegistry(t, ServerOptions{})
+	s := startRegistry(t, registry.ServerOptions{})
 	direct := openRepo(t, s.Addr, "vfaults:v1", testRemote)
 	img := pushSample(t, direct, sampleimage.Options{})
 	res := sign(t, direct, PlatformSelector{All: true})

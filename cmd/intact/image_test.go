@@ -20,6 +20,7 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/intact-project/intact/internal/registry"
 	"github.com/intact-project/intact/internal/sampleimage"
 	"github.com/intact-project/intact/internal/testpki"
 	"github.com/intact-project/intact/internal/testutil"
@@ -38,7 +39,7 @@ type imageFixture struct {
 func newImageFixture(t *testing.T, platforms ...string) *imageFixture {
 	t.Helper()
 	ctx := context.Background()
-	s, err := oci.StartServer(ctx, oci.ServerOptions{})
+	s, err := registry.StartServer(ctx, registry.ServerOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,6 +202,7 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 // TestRegistryServeCLI runs `intact registry serve` in process, pushes,
 // signs and verifies through it, then stops it with its context.
 func TestRegistryServeCLI(t *testing.T) {
+	needRegistryCommand(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var out, errb syncBuffer
@@ -440,6 +442,7 @@ func TestImageSignsEveryPlatformByDefault(t *testing.T) {
 // process and returns its address and a function that stops it.
 func serveCLI(t *testing.T, args ...string) (string, func()) {
 	t.Helper()
+	needRegistryCommand(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	var out, errb syncBuffer
 	done := make(chan int, 1)

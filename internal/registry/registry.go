@@ -1,4 +1,15 @@
-package oci
+// Package registry is the embedded OCI registry that intact uses for demos
+// and tests: olareg (github.com/olareg/olareg), which implements the OCI
+// distribution API with the referrers API (artifactType filtering,
+// OCI-Subject), served on loopback in memory or over per-repository OCI
+// image layouts in a directory.
+//
+// It lives outside package oci, and outside the intact binary, on purpose:
+// olareg's package initialisation computes a bcrypt hash (about 60 ms of
+// CPU) in every process that links it. The intact-registry command serves
+// it ('intact registry serve' and 'intact quickstart' start that command);
+// tests link it directly.
+package registry
 
 import (
 	"context"
