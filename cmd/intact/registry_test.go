@@ -74,3 +74,24 @@ func TestRegistryServeErrors(t *testing.T) {
 		t.Errorf("exit %d, stdout %q, stderr %q", code, out, stderr)
 	}
 }
+
+// TestBinaryLinksNoServerOrTestCode: the intact binary does not link the
+// registry server (olareg, whose package init spends about 60 ms of CPU on
+// a bcrypt hash in every process), nor test-only code.
+func TestBinaryLinksNoServerOrTestCode(t *testing.T) {
+	testutil.RequireHost(t, "runs go list on the source tree")
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		switch {
+		case strings.HasPrefix(dep, "github.com/olareg/"), dep == "golang.org/x/crypto/bcrypt",
+			dep == "github.com/intact-project/intact/internal/registry",
+			dep == "github.com/intact-project/intact/internal/testpki",
+			dep == "github.com/intact-project/intact/internal/testutil",
+			dep == "testing":
+			t.Errorf("the intact binary links %s", dep)
+		}
+	}
+}
