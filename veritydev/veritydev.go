@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/intact-project/intact/dm"
-	"github.com/intact-project/intact/internal/linux"
 	"github.com/intact-project/intact/keyring"
 	"github.com/intact-project/intact/loop"
 	"github.com/intact-project/intact/pkcs7"
@@ -199,36 +198,12 @@ func Close(ctx context.Context, name string) error {
 }
 
 func resolveParams(c Config) (verity.Params, error) {
-	p := c.Params
-	if !p.NoSuperblock {
-		f, err := os.Open(c.Hash)
-		if err != nil {
-			return p, fmt.Errorf("veritydev: %w", err)
-		}
-		defer f.Close()
-		sb, err := verity.ReadSuperblock(f, p.HashOffset)
-		if err != nil {
-			return p, fmt.Errorf("veritydev: %s: %w", c.Hash, err)
-		}
-		return sb, nil
-	}
-	if p.DataBlocks == 0 && p.DataBlockSize > 0 {
-		f, err := os.Open(c.Data)
-		if err != nil {
-			return p, fmt.Errorf("veritydev: %w", err)
-		}
-		size, err := linux.FileSize(f)
-		f.Close()
-		if err != nil {
-			return p, fmt.Errorf("veritydev: data: %w", err)
-		}
-		if sameFile(c.Data, c.Hash) && p.HashOffset > 0 && uint64(size) > p.HashOffset {
-			size = int64(p.HashOffset)
-		}
-		p.DataBlocks = uint64(size) / uint64(p.DataBlockSize)
-	}
-	if err := p.Validate(); err != nil {
+	p, err := verity.ResolveParams(c.Params, c.Data, c.Hash)
+	switch {
+	case errors.Is(err, verity.ErrInvalidParams) || errors.Is(err, verity.ErrUnsupported):
 		return p, fmt.Errorf("%w: %w", ErrBadConfig, err)
+	case err != nil:
+		return p, fmt.Errorf("veritydev: %w", err)
 	}
 	return p, nil
 }

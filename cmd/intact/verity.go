@@ -304,9 +304,7 @@ func (e *env) runVerityFormat(lf *layoutFlags, args []string, rootHashFile strin
 		rand.Read(p.Salt)
 	}
 	if lf.uuid == "" && !p.NoSuperblock {
-		rand.Read(p.UUID[:])
-		p.UUID[6] = p.UUID[6]&0x0f | 0x40 // version 4
-		p.UUID[8] = p.UUID[8]&0x3f | 0x80 // RFC 4122 variant
+		p.UUID = verity.NewUUID()
 	}
 	if lf.noSuperblock && lf.changed("uuid") {
 		return usagef("--uuid needs a superblock (it is stored there); drop --no-superblock or --uuid")
@@ -560,48 +558,40 @@ func (e *env) resolveTree(lf *layoutFlags, args []string, needData bool) (*treeS
 	if inData && !lf.changed("hash-offset") {
 		return nil, usagef("the tree is inside DATA (no HASH given): --hash-offset is required")
 	}
+	p := verity.Params{HashOffset: lf.hashOffset}
 	if lf.noSuperblock {
-		p, err := lf.params()
-		if err != nil {
+		var err error
+		if p, err = lf.params(); err != nil {
 			return nil, err
 		}
 		if !lf.changed("data-blocks") {
 			if inData {
 				return nil, usagef("the tree is inside DATA and there is no superblock: --data-blocks is required")
 			}
-			f, err := os.Open(ts.dataPath)
-			if err != nil {
-				if needData {
-					return nil, fmt.Errorf("open data: %w", err)
-				}
+			p.DataBlocks = 0 // the size of DATA
+		}
+		// A bad shape is a usage error, whatever DATA holds.
+		probe := p
+		probe.DataBlocks = max(p.DataBlocks, 1)
+		if _, err := probe.Layout(); err != nil {
+			return nil, usagef("%s", stripSentinel(err))
+		}
+		if !lf.changed("data-blocks") && !needData {
+			if _, err := os.Stat(ts.dataPath); err != nil {
 				return nil, usagef("--data-blocks is required (%v)", err)
 			}
-			size, err := linux.FileSize(f)
-			f.Close()
-			if err != nil {
-				return nil, err
-			}
-			p.DataBlocks = uint64(size) / uint64(p.DataBlockSize)
-			if p.DataBlocks == 0 {
-				return nil, fmt.Errorf("%s has %d bytes, less than one data block of %d", ts.dataPath, size, p.DataBlockSize)
-			}
 		}
-		ts.p = p
-	} else {
-		hf, err := os.Open(ts.hashPath)
-		if err != nil {
-			return nil, fmt.Errorf("open hash device: %w", err)
-		}
-		p, err := verity.ReadSuperblock(hf, lf.hashOffset)
-		hf.Close()
-		if err != nil {
-			return nil, fmt.Errorf("%s at offset %d: %s", ts.hashPath, lf.hashOffset, stripSentinel(err))
-		}
-		if err := lf.checkAgainstSuperblock(p); err != nil {
+	}
+	rp, err := verity.ResolveParams(p, ts.dataPath, ts.hashPath)
+	if err != nil {
+		return nil, errors.New(stripSentinel(err))
+	}
+	if !lf.noSuperblock {
+		if err := lf.checkAgainstSuperblock(rp); err != nil {
 			return nil, err
 		}
-		ts.p = p
 	}
+	ts.p = rp
 	l, err := ts.p.Layout()
 	if err != nil {
 		return nil, usagef("%s", stripSentinel(err))
