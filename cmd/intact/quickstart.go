@@ -23,9 +23,9 @@ import (
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
 
-	"github.com/intact-project/intact/internal/sampleimage"
 	"github.com/intact-project/intact/internal/atomicfile"
 	"github.com/intact-project/intact/internal/certs"
+	"github.com/intact-project/intact/internal/sampleimage"
 	"github.com/intact-project/intact/oci"
 )
 
