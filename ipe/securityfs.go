@@ -28,7 +28,9 @@ const maxNodeRead = MaxBlobSize + 1
 type SecurityFS struct {
 	// Root is the securityfs mount point; empty means DefaultSecurityFS.
 	Root string
-	// Log receives debug messages; nil discards them.
+	// Logger receives debug messages; nil discards them.
+	Logger *slog.Logger
+	// Deprecated: use Logger (the name every intact package uses).
 	Log *slog.Logger
 }
 
@@ -42,10 +44,13 @@ func (s *SecurityFS) root() string {
 func (s *SecurityFS) dir() string { return filepath.Join(s.root(), "ipe") }
 
 func (s *SecurityFS) log() *slog.Logger {
-	if s.Log == nil {
-		return slog.New(slog.DiscardHandler)
+	switch {
+	case s.Logger != nil:
+		return s.Logger
+	case s.Log != nil:
+		return s.Log
 	}
-	return s.Log
+	return slog.New(slog.DiscardHandler)
 }
 
 // Available reports whether the IPE directory exists at the root.

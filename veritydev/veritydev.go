@@ -55,7 +55,9 @@ type Config struct {
 	Signature []byte // detached PKCS#7 (DER) over the lowercase hex root hash; nil for none
 	Table     verity.TableOptions
 	UUID      string // dm UUID; empty means "INTACT-VERITY-<name>"
-	Log       *slog.Logger
+	Logger    *slog.Logger // nil discards
+	// Deprecated: use Logger (the name every intact package uses).
+	Log *slog.Logger
 }
 
 // Device is an open verity device.
@@ -78,7 +80,10 @@ func Open(ctx context.Context, name, data, hash string, p verity.Params, rootHas
 // OpenConfig opens a verity device as c describes. On failure nothing is
 // left behind: no dm device, no loop device, no key.
 func OpenConfig(ctx context.Context, c Config) (dev *Device, err error) {
-	log := c.Log
+	log := c.Logger
+	if log == nil {
+		log = c.Log
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

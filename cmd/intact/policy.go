@@ -115,7 +115,7 @@ Exit status: 0 if every file would be accepted (warnings do not count; with
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if useRoot {
-				fs := &ipe.SecurityFS{Root: root, Log: e.log}
+				fs := &ipe.SecurityFS{Root: root, Logger: e.log}
 				l, err := fs.List(e.ctx)
 				if err != nil {
 					return err
@@ -645,7 +645,7 @@ active policy. Needs CAP_MAC_ADMIN.`,
 			if err != nil {
 				return err
 			}
-			fs := &ipe.SecurityFS{Root: root, Log: e.log}
+			fs := &ipe.SecurityFS{Root: root, Logger: e.log}
 			p, err := fs.Load(e.ctx, blob)
 			if err != nil {
 				return err
@@ -685,7 +685,7 @@ refuses otherwise with ESTALE). If the old policy was active, the new one is.`,
 			if err != nil {
 				return err
 			}
-			fs := &ipe.SecurityFS{Root: root, Log: e.log}
+			fs := &ipe.SecurityFS{Root: root, Logger: e.log}
 			p, err := fs.Update(e.ctx, blob)
 			if err != nil {
 				return err
@@ -710,7 +710,7 @@ func newPolicyActivateCmd(e *env) *cobra.Command {
 whose version is older than the active policy's; this is checked first.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fs := &ipe.SecurityFS{Root: root, Log: e.log}
+			fs := &ipe.SecurityFS{Root: root, Logger: e.log}
 			if err := fs.Activate(e.ctx, args[0]); err != nil {
 				return err
 			}
@@ -729,7 +729,7 @@ func newPolicyDeleteCmd(e *env) *cobra.Command {
 		Short: "Remove a loaded policy that is not active",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fs := &ipe.SecurityFS{Root: root, Log: e.log}
+			fs := &ipe.SecurityFS{Root: root, Logger: e.log}
 			if err := fs.Delete(e.ctx, args[0]); err != nil {
 				return err
 			}
@@ -752,7 +752,7 @@ so audit records can be matched to policies. The boot policy has no pkcs7;
 its digest is that of nothing, as the kernel audits it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fs := &ipe.SecurityFS{Root: root, Log: e.log}
+			fs := &ipe.SecurityFS{Root: root, Logger: e.log}
 			l, err := fs.List(e.ctx)
 			if err != nil {
 				return err
@@ -802,7 +802,7 @@ func newPolicyShowCmd(e *env) *cobra.Command {
 			if err := checkOutputs(out); err != nil {
 				return err
 			}
-			fs := &ipe.SecurityFS{Root: root, Log: e.log}
+			fs := &ipe.SecurityFS{Root: root, Logger: e.log}
 			var b []byte
 			var err error
 			if raw {
@@ -843,7 +843,7 @@ mode: decisions are still evaluated and denials audited (enforcing=0) but
 nothing is refused. Switching is audited (type 1404).`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fs := &ipe.SecurityFS{Root: root, Log: e.log}
+			fs := &ipe.SecurityFS{Root: root, Logger: e.log}
 			if len(args) == 1 {
 				var on bool
 				switch strings.ToLower(args[0]) {
@@ -1044,7 +1044,7 @@ func activeOrFilePolicy(e *env, file, root string) (*ipe.Policy, string, error) 
 		}
 		return p, "", nil
 	}
-	return (&ipe.SecurityFS{Root: root, Log: e.log}).ActivePolicy(e.ctx)
+	return (&ipe.SecurityFS{Root: root, Logger: e.log}).ActivePolicy(e.ctx)
 }
 
 func newPolicyEvalCmd(e *env) *cobra.Command {
@@ -1145,7 +1145,7 @@ inspected.`,
 
 // newInspector wires the property sources available in this build.
 func newInspector(e *env) *ipe.Inspector {
-	return &ipe.Inspector{Log: e.log, DMTable: dm.TableText, FSVerity: fsverityDigest}
+	return &ipe.Inspector{Logger: e.log, DMTable: dm.TableText, FSVerity: fsverityDigest}
 }
 
 // readKmsg reads the kernel log's current records from /dev/kmsg.

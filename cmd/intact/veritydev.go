@@ -75,7 +75,7 @@ Needs root and the dm-verity and loop kernel modules.`,
 			}
 			d, err := veritydev.OpenConfig(e.ctx, veritydev.Config{
 				Name: name, Data: ts.dataPath, Hash: ts.hashPath, Params: ts.p, RootHash: ts.root,
-				Signature: sig, Table: o, Log: e.log,
+				Signature: sig, Table: o, Logger: e.log,
 			})
 			if err != nil {
 				if errors.Is(err, dm.ErrExists) {
