@@ -18,7 +18,7 @@ import (
 )
 
 // Media types, artifact type and annotation keys of the dm-verity referrer
-// (specs/interop.md, Azure Linux containerd2 2.3.4-2).
+// (docs/formats.md, "Referrer artifact"; Azure Linux containerd2 2.3.4-2).
 const (
 	ArtifactType                = "application/vnd.containerd.erofs.dmverity.v1"
 	MediaTypeLayerSignature     = "application/vnd.cncf.notary.dmverity.layer-signature+pkcs7"

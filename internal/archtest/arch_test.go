@@ -71,7 +71,8 @@ var syscallAllowed = regexp.MustCompile(`^(E[A-Z0-9]+|SIG[A-Z0-9]+|S_IF[A-Z]+|O_
 
 // TestSyscallsOnlyInInternalLinux enforces that golang.org/x/sys/unix is
 // imported, and package syscall's functions are called, only in
-// internal/linux (STYLE.md: one package owns every syscall and ioctl).
+// internal/linux (docs/architecture.md, Conventions: one package owns every
+// syscall and ioctl).
 // Package syscall's constants and types may be used anywhere (an errno to
 // compare with errors.Is, a signal to send, the Stat_t of an os.FileInfo).
 func TestSyscallsOnlyInInternalLinux(t *testing.T) {
