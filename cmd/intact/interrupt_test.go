@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/intact-project/intact/erofs/erofstest"
+	"github.com/intact-project/intact/internal/testutil"
 )
 
 // waitExit waits up to d for cmd to end and returns its state, or fails.
@@ -49,6 +50,7 @@ func TestInterruptStalledInput(t *testing.T) {
 			os.Mkdir(outDir, 0o755)
 			in := "-"
 			if from == "fifo" {
+				testutil.RequireHost(t, "mkfifo")
 				in = filepath.Join(dir, "fifo")
 				if err := exec.Command("mkfifo", in).Run(); err != nil {
 					t.Fatal(err)
@@ -101,6 +103,7 @@ func TestInterruptStalledInput(t *testing.T) {
 // the second Ctrl-C, by the signal. The old code swallowed every signal
 // after the first.
 func TestSecondInterruptEnds(t *testing.T) {
+	testutil.RequireHost(t, "mkfifo")
 	dir := t.TempDir()
 	fifo := filepath.Join(dir, "fifo")
 	if err := exec.Command("mkfifo", fifo).Run(); err != nil {

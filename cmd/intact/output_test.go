@@ -42,6 +42,7 @@ func intactProcess(t *testing.T, args ...string) *exec.Cmd {
 // work, and left exactly as it was. On the old atomicfile the rename
 // replaced a symlink or a FIFO with a regular file and exited 0.
 func TestOutputRefusesNonRegularTarget(t *testing.T) {
+	testutil.RequireHost(t, "mkfifo")
 	dir := t.TempDir()
 	in := filepath.Join(dir, "layer.tar")
 	if err := os.WriteFile(in, erofstest.Stack()[0], 0o644); err != nil {
@@ -98,6 +99,7 @@ func TestOutputRefusesNonRegularTarget(t *testing.T) {
 // TestOutputRefusesDeviceNodeAsRoot: a character device node as -o stays a
 // device node (the old code renamed a regular file over it as root).
 func TestOutputRefusesDeviceNodeAsRoot(t *testing.T) {
+	testutil.RequireHost(t, "mknod")
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
 	in := filepath.Join(dir, "layer.tar")
