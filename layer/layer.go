@@ -225,10 +225,10 @@ func Convert(ctx context.Context, in io.Reader, out Output, opts Options) (*Resu
 	}
 	defer vb.Close()
 
-	// Sinks of the decompressed stream besides the tar parser: the diff_id,
-	// and for tar-index the tar's own verity level 0 and its destination.
-	diffHash := sha256.New()
-	sinks := []func([]byte) error{func(b []byte) error { diffHash.Write(b); return nil }}
+	// Sinks of the decompressed stream besides the tar parser: the diff_id
+	// (added below, for compressed input only), and for tar-index the
+	// tar's own verity level 0 and its destination.
+	var sinks []func([]byte) error
 	var tb *verity.Builder
 	var dest *tarDest
 	if opts.Profile == ProfileTarIndex {
@@ -257,6 +257,13 @@ func Convert(ctx context.Context, in io.Reader, out Output, opts Options) (*Resu
 		return nil, err
 	}
 	defer raw.Close()
+	// The diff_id is the SHA-256 of the decompressed stream. Uncompressed,
+	// that is every input byte, which the input digest already hashes.
+	var diffHash hash.Hash
+	if comp != CompressionNone {
+		diffHash = sha256.New()
+		sinks = append([]func([]byte) error{func(b []byte) error { diffHash.Write(b); return nil }}, sinks...)
+	}
 	lim := &limitReader{r: &decodeReader{r: raw, kind: comp}, max: opts.MaxSize}
 	fan := newFanout(lim, sinks...)
 	// Cancellation stops the pipeline at once (Read, the sinks and the
@@ -284,7 +291,10 @@ func Convert(ctx context.Context, in io.Reader, out Output, opts Options) (*Resu
 			return err
 		}
 		res.Digest = digestString(inHash)
-		res.DiffID = digestString(diffHash)
+		res.DiffID = res.Digest
+		if diffHash != nil {
+			res.DiffID = digestString(diffHash)
+		}
 		return nil
 	}
 
