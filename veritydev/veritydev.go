@@ -54,7 +54,7 @@ type Config struct {
 	RootHash  []byte
 	Signature []byte // detached PKCS#7 (DER) over the lowercase hex root hash; nil for none
 	Table     verity.TableOptions
-	UUID      string // dm UUID; empty means "INTACT-VERITY-<name>"
+	UUID      string       // dm UUID; empty means "INTACT-VERITY-<name>"
 	Logger    *slog.Logger // nil discards
 	// Deprecated: use Logger (the name every intact package uses).
 	Log *slog.Logger

@@ -88,18 +88,21 @@ func Create(path string, perm os.FileMode) (*File, error) {
 	}
 	dir := filepath.Dir(path)
 	f := &File{target: path}
-	var err error
 	if procFD() || os.Geteuid() == 0 {
-		f.File, err = linux.OpenTmpfile(dir, path, perm)
+		// Where the file system has no O_TMPFILE, a named file instead.
+		if tf, err := linux.OpenTmpfile(dir, path, perm); err == nil {
+			f.File = tf
+		}
 	}
 	if f.File == nil {
+		var err error
 		f.File, err = os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 		if err != nil {
 			return nil, fmt.Errorf("create output %s: %w", path, err)
 		}
 		f.tmp = f.File.Name()
 	}
-	if err = f.File.Chmod(perm); err != nil {
+	if err := f.File.Chmod(perm); err != nil {
 		f.Abort()
 		return nil, fmt.Errorf("create output %s: %w", path, err)
 	}

@@ -56,7 +56,8 @@ func EditInPlace(f *os.File, start, end int64) (*InPlace, error) {
 		if err != nil {
 			return nil, fmt.Errorf("save the region about to be overwritten: %w", err)
 		}
-		if _, err := io.Copy(b, io.NewSectionReader(f, w.from, w.to-w.from)); err == nil {
+		_, err = io.Copy(b, io.NewSectionReader(f, w.from, w.to-w.from))
+		if err == nil {
 			err = b.Sync()
 		}
 		if err != nil {

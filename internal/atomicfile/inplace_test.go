@@ -102,3 +102,22 @@ func TestInPlaceRefusesNonSizable(t *testing.T) {
 		t.Fatalf("directory: %v", err)
 	}
 }
+
+// TestInPlaceBackupFailureIsAnError: when the bytes to be overwritten
+// cannot be saved (here: the file is open for writing only), EditInPlace
+// fails instead of going on without a backup.
+func TestInPlaceBackupFailureIsAnError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	randomFile(t, path, 10000)
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if w, err := EditInPlace(f, 100, 5000); err == nil {
+		t.Fatalf("no error, backup %q", w.Backup())
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(path)); len(ents) != 1 {
+		t.Errorf("a backup file was left: %v", ents)
+	}
+}
