@@ -48,6 +48,11 @@ artifactType filtering, which 'intact image sign' and 'intact image verify'
 use. Without --dir everything is kept in memory and lost on exit; with --dir
 each repository is stored as an OCI image layout under D.
 
+The server is the intact-registry command, which must be next to intact (make
+build and go install put it there), on PATH or named by $INTACT_REGISTRY: olareg
+costs every process that links it about 60 ms of CPU at start, so intact does
+not link it.
+
 It listens on loopback only unless --allow-remote is given: the registry has
 no authentication. Talk to it with --plain-http, for example:
 
