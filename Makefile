@@ -9,12 +9,14 @@ STATICCHECK_VERSION := v0.8.2
 FUZZTIME      ?= 5s
 export STATICCHECK_VERSION
 
-.PHONY: all build deps lint test test-unit test-fuzz test-vm test-quickstart bench clean
+.PHONY: all build deps lint test test-unit test-fuzz test-vm test-vm-containerd test-quickstart bench clean
 
 all: build
 
+# Static binaries: the VM tier carries them into a guest without libraries.
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ ./cmd/intact-init  # PID 1 of an initramfs: small
 
 deps:
 	scripts/install-deps
@@ -48,18 +50,41 @@ clean:
 # fs-verity, IPE or keyrings run inside Debian's kernel under QEMU.
 # Host-side harness tests (negative controls, Secure Boot refusal) run on the
 # host; every package with VM tests runs inside the guest through vmexec.
-VM_PKGS  ?= dm loop keyring verity veritydev fsverity ipe internal/vmtest cmd/intact
+VM_PKGS  ?= dm loop keyring verity veritydev fsverity ipe internal/vmtest cmd/intact kmod
 VM_TOOLS ?= veritysetup,dmsetup,openssl,fsverity,mkfs.ext4,mkfs.erofs,keyctl,losetup,findmnt,mount,umount
 VM_TIMING := $(BIN)/vm-timing.log
+# The out-of-tree test module (kmod/testdata/testmod), built against Debian's
+# linux-headers for the VM kernel and carried to /intact/testmod/{v1,v2}.
+TESTMOD   := $(BIN)/testmod
+VM_FILES  := --file $(CURDIR)/$(TESTMOD)/v1/intact_testmod.ko:/intact/testmod/v1/intact_testmod.ko \
+	--file $(CURDIR)/$(TESTMOD)/v2/intact_testmod.ko:/intact/testmod/v2/intact_testmod.ko
 test-vm: deps build
 	$(GO) build -o $(BIN)/vmexec ./internal/vmtest/cmd/vmexec
+	$(GO) run ./internal/vmtest/cmd/vmkbuild -o $(TESTMOD) --variant v1:INTACT_TESTMOD_VERSION=1 \
+		--variant v2:INTACT_TESTMOD_VERSION=2 kmod/testdata/testmod
 	@rm -f $(VM_TIMING); start=$$(date +%s); \
 	INTACT_TEST_STRICT=1 INTACT_VM_HOST_TESTS=1 INTACT_VM_TIMING_LOG=$(CURDIR)/$(VM_TIMING) \
-		$(GO) test -count=1 -timeout 20m ./internal/vmtest/ && \
+		$(GO) test -count=1 -timeout 20m ./internal/vmtest/ ./host/ && \
 	CGO_ENABLED=0 INTACT_TEST_STRICT=1 INTACT_VM_TIMING_LOG=$(CURDIR)/$(VM_TIMING) \
-		$(GO) test -count=1 -p 1 -timeout 20m -exec "$(CURDIR)/$(BIN)/vmexec --mode secureboot --tool $(VM_TOOLS) --file $(CURDIR)/$(BIN)/intact:/usr/bin/intact --file $(CURDIR)/$(BIN)/intact-registry:/usr/bin/intact-registry" \
+		$(GO) test -count=1 -p 1 -timeout 20m -exec "$(CURDIR)/$(BIN)/vmexec --mode secureboot --tool $(VM_TOOLS) --file $(CURDIR)/$(BIN)/intact:/usr/bin/intact --file $(CURDIR)/$(BIN)/intact-registry:/usr/bin/intact-registry $(VM_FILES)" \
 		$$(for d in $(VM_PKGS); do [ -d $$d ] && echo ./$$d/...; done); rc=$$?; \
+	if [ $$rc -eq 0 ]; then $(MAKE) --no-print-directory test-vm-containerd; rc=$$?; fi; \
 	cat $(VM_TIMING) 2>/dev/null; echo "test-vm: $$(( $$(date +%s) - start ))s in total"; exit $$rc
+
+# The intactd tests (package snapshotter) in their own guest, which carries
+# the real container stack: containerd, ctr, the runc shim, runc and crictl
+# (scripts/build-containerd), intactd, intact and the container payload
+# ctrprobe.
+CTR_VM_PKGS ?= snapshotter
+CTR_TOOLS   := containerd ctr containerd-shim-runc-v2 runc crictl
+test-vm-containerd: deps build
+	$(GO) build -o $(BIN)/vmexec ./internal/vmtest/cmd/vmexec
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ctrprobe ./internal/ctrprobe
+	@cbin=$$(scripts/build-containerd) && files=$$(for t in $(CTR_TOOLS); do printf -- '--file %s/%s:/usr/local/bin/%s ' "$$cbin" $$t $$t; done; \
+		for t in intact intactd ctrprobe; do printf -- '--file $(CURDIR)/$(BIN)/%s:/usr/local/bin/%s ' $$t $$t; done) && \
+	CGO_ENABLED=0 INTACT_TEST_STRICT=1 INTACT_VM_TIMING_LOG=$(CURDIR)/$(VM_TIMING) \
+		$(GO) test -count=1 -p 1 -timeout 20m -exec "$(CURDIR)/$(BIN)/vmexec --mode secureboot --mem 3072 $$files" \
+		$$(for d in $(CTR_VM_PKGS); do echo ./$$d/...; done)
 
 # The README's main-job command, run end to end (offline; as root it also
 # mounts the verified layers with the kernel's EROFS). bin/intact runs

@@ -677,3 +677,15 @@ func fileType(mode uint32) uint8 {
 	}
 	return ftUnknown
 }
+
+// Has reports whether the image being written has an entry at path
+// (whiteouts do not count), for callers that add defaults only where the
+// input left a gap.
+func (w *Writer) Has(path string) bool {
+	parts, err := splitPath(path)
+	if err != nil {
+		return false
+	}
+	n := w.tree.lookup(parts)
+	return n != nil && !(n.mode&sIFMT == sIFCHR && n.rdev == 0 && n.size == 0)
+}

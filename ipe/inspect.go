@@ -1,7 +1,6 @@
 package ipe
 
 import (
-	"bufio"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -10,11 +9,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/intact-project/intact/internal/linux"
+	"github.com/intact-project/intact/internal/mountinfo"
 )
 
 // Inspector computes a file's IPE properties from userspace. Each source of
@@ -105,72 +104,10 @@ func tf(b bool) string {
 }
 
 // Mount is one line of /proc/self/mountinfo.
-type Mount struct {
-	ID, Parent int
-	Major      uint32
-	Minor      uint32
-	Root       string
-	Point      string
-	FSType     string
-	Source     string
-	SuperOpts  string
-}
+type Mount = mountinfo.Mount
 
 // ReadMountInfo parses a mountinfo file (capped at 16 MiB).
-func ReadMountInfo(r io.Reader) ([]Mount, error) {
-	var out []Mount
-	sc := bufio.NewScanner(io.LimitReader(r, 16<<20))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		sep := -1
-		for i, x := range f {
-			if x == "-" && i >= 6 {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || len(f) < sep+3 {
-			continue
-		}
-		var m Mount
-		m.ID, _ = strconv.Atoi(f[0])
-		m.Parent, _ = strconv.Atoi(f[1])
-		if a, b, ok := strings.Cut(f[2], ":"); ok {
-			ma, _ := strconv.ParseUint(a, 10, 32)
-			mi, _ := strconv.ParseUint(b, 10, 32)
-			m.Major, m.Minor = uint32(ma), uint32(mi)
-		}
-		m.Root = unescapeMount(f[3])
-		m.Point = unescapeMount(f[4])
-		m.FSType = f[sep+1]
-		m.Source = unescapeMount(f[sep+2])
-		if len(f) > sep+3 {
-			m.SuperOpts = f[sep+3]
-		}
-		out = append(out, m)
-	}
-	return out, sc.Err()
-}
-
-// unescapeMount decodes mountinfo's octal escapes (\040 for space, ...).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+func ReadMountInfo(r io.Reader) ([]Mount, error) { return mountinfo.Parse(r) }
 
 // mountOf returns the mount whose mount point is the longest prefix of p
 // (the last such mount, which is the top of a stack).
@@ -414,7 +351,7 @@ func splitUnescaped(s string, sep byte) []string {
 }
 
 func unescapeOverlay(s string) string {
-	s = unescapeMount(s)
+	s = mountinfo.Unescape(s)
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		if s[i] == '\\' && i+1 < len(s) {

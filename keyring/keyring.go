@@ -105,6 +105,18 @@ func Add(keyType, desc string, payload []byte, ring ID) (ID, error) {
 	return ID(id), nil
 }
 
+// AddCertificate adds an X.509 certificate (DER) as an "asymmetric" key
+// to ring, letting the kernel name it from the certificate (what `keyctl
+// padd asymmetric "" RING` does). Restricted keyrings such as
+// .secondary_trusted_keys accept it only if a key they trust signed it.
+func AddCertificate(der []byte, ring ID) (ID, error) {
+	id, err := linux.AddKey("asymmetric", "", der, int(ring))
+	if err != nil {
+		return 0, wrapErr("add asymmetric", err)
+	}
+	return ID(id), nil
+}
+
 // AddUser adds a "user" key, the type dm-verity's root_hash_sig_key_desc and
 // fs-verity's tools read.
 func AddUser(desc string, payload []byte, ring ID) (ID, error) {

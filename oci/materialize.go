@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/intact-project/intact/internal/atomicfile"
@@ -38,33 +39,16 @@ func (r *Repo) Materialize(ctx context.Context, l ocispec.Descriptor, e *BundleL
 		return nil, err
 	}
 	defer df.Abort()
-	if _, err := df.Write(meta); err != nil {
-		return nil, fmt.Errorf("write %s: %w", m.Data, err)
-	}
 	rc, err := r.Open(ctx, l)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	tar, err := decompressLayer(rc, l.MediaType, maxLayerSize)
-	if err != nil {
-		return nil, err
-	}
-	defer tar.Close()
-	n, err := io.Copy(df, tar)
-	if err == nil && n > limitOrDefault(maxLayerSize) {
-		err = fmt.Errorf("%w: decompresses to more than %d bytes", layer.ErrTooLarge, limitOrDefault(maxLayerSize))
-	}
+	dd, err := WriteDataDevice(df, meta, rc, l.MediaType, maxLayerSize)
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
 	}
-	total := int64(len(meta)) + n
-	if pad := (dataDeviceAlign - total%dataDeviceAlign) % dataDeviceAlign; pad > 0 {
-		if _, err := df.Write(make([]byte, pad)); err != nil {
-			return nil, fmt.Errorf("write %s: %w", m.Data, err)
-		}
-		total += pad
-	}
+	total := dd.Size
 	tf, err := atomicfile.Create(m.Tree, 0o644)
 	if err != nil {
 		return nil, err
@@ -100,6 +84,46 @@ func (r *Repo) Materialize(ctx context.Context, l ocispec.Descriptor, e *BundleL
 		return nil, err
 	}
 	return m, nil
+}
+
+// DataDevice describes a data device WriteDataDevice wrote.
+type DataDevice struct {
+	Size    int64         // bytes written: metadata, tar and padding
+	TarSize int64         // bytes of the decompressed tar
+	DiffID  digest.Digest // sha256 of the decompressed tar
+}
+
+// WriteDataDevice writes a tar-index layer's data device to w: the EROFS
+// metadata blob, the layer's tar as decompressed from blob (gzip, zstd or
+// none, as its bytes say; at most maxLayerSize bytes, zero meaning the layer
+// package's default), then zeros up to a multiple of 4096 bytes. The tar's
+// sha256 (the layer's diff_id) is computed while it streams, so the tar is
+// read once.
+func WriteDataDevice(w io.Writer, meta []byte, blob io.Reader, mediaType string, maxLayerSize int64) (DataDevice, error) {
+	if _, err := w.Write(meta); err != nil {
+		return DataDevice{}, fmt.Errorf("write EROFS metadata: %w", err)
+	}
+	tar, err := decompressLayer(blob, mediaType, maxLayerSize)
+	if err != nil {
+		return DataDevice{}, err
+	}
+	defer tar.Close()
+	dg := digest.SHA256.Digester()
+	n, err := io.Copy(w, io.TeeReader(tar, dg.Hash()))
+	if err == nil && n > limitOrDefault(maxLayerSize) {
+		err = fmt.Errorf("%w: decompresses to more than %d bytes", layer.ErrTooLarge, limitOrDefault(maxLayerSize))
+	}
+	if err != nil {
+		return DataDevice{}, err
+	}
+	dd := DataDevice{Size: int64(len(meta)) + n, TarSize: n, DiffID: dg.Digest()}
+	if pad := (dataDeviceAlign - dd.Size%dataDeviceAlign) % dataDeviceAlign; pad > 0 {
+		if _, err := w.Write(make([]byte, pad)); err != nil {
+			return DataDevice{}, fmt.Errorf("write padding: %w", err)
+		}
+		dd.Size += pad
+	}
+	return dd, nil
 }
 
 func limitOrDefault(n int64) int64 {

@@ -502,15 +502,28 @@ func (r *Repo) Referrers(ctx context.Context, subject ocispec.Descriptor) ([]oci
 		}
 		return nil, fmt.Errorf("list referrers of %s: %w", subject.Digest, err)
 	}
+	if err := checkReferrerBounds(subject.Digest, all); err != nil {
+		return nil, err
+	}
+	return all, nil
+}
+
+// checkReferrerBounds applies the consumer's bounds to a subject's referrer
+// descriptors: at most MaxReferrers, each at most MaxManifestSize, together
+// at most MaxReferrersTotalSize.
+func checkReferrerBounds(subject digest.Digest, refs []ocispec.Descriptor) error {
+	if len(refs) > MaxReferrers {
+		return fmt.Errorf("%w for %s: more than %d", ErrTooMany, subject, MaxReferrers)
+	}
 	var total int64
-	for _, d := range all {
+	for _, d := range refs {
 		if d.Size < 0 || d.Size > MaxManifestSize {
-			return nil, fmt.Errorf("%w: referrer %s is %d bytes, the limit is %d", ErrTooLarge, d.Digest, d.Size, MaxManifestSize)
+			return fmt.Errorf("%w: referrer %s is %d bytes, the limit is %d", ErrTooLarge, d.Digest, d.Size, MaxManifestSize)
 		}
 		if d.Size > MaxReferrersTotalSize-total {
-			return nil, fmt.Errorf("%w: referrers of %s exceed %d bytes together", ErrTooLarge, subject.Digest, MaxReferrersTotalSize)
+			return fmt.Errorf("%w: referrers of %s exceed %d bytes together", ErrTooLarge, subject, MaxReferrersTotalSize)
 		}
 		total += d.Size
 	}
-	return all, nil
+	return nil
 }

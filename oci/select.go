@@ -13,16 +13,41 @@ type Selection struct {
 	Candidates []*Bundle // every referrer found, all valid
 }
 
+// ReferrerSource is what referrer discovery needs from the place an image
+// lives: its dm-verity referrers (already filtered by ArtifactType where the
+// registry can) and bounded fetches whose size and digest are checked. A
+// Repo is one; a host daemon that reaches registries through containerd's
+// own resolver (and its hosts.toml) is another.
+type ReferrerSource interface {
+	Referrers(ctx context.Context, subject ocispec.Descriptor) ([]ocispec.Descriptor, error)
+	FetchAll(ctx context.Context, d ocispec.Descriptor, max int64) ([]byte, error)
+}
+
 // SelectBundle discovers the dm-verity referrers of the platform manifest p
+// in r and selects one (see SelectFrom).
+func (r *Repo) SelectBundle(ctx context.Context, p Platform) (*Selection, error) {
+	return SelectFrom(ctx, r, p)
+}
+
+// SelectFrom discovers the dm-verity referrers of the platform manifest p
 // and selects one as Azure Linux's containerd2 does: every candidate is
 // fetched (at most MaxReferrers, each at most MaxManifestSize, together at
 // most MaxReferrersTotalSize), parsed and validated, and any malformed
 // candidate fails the whole selection; the newest created annotation wins,
 // ties go to the lexicographically smallest manifest digest. No referrer at
 // all fails with ErrNoReferrer.
-func (r *Repo) SelectBundle(ctx context.Context, p Platform) (*Selection, error) {
-	refs, err := r.Referrers(ctx, p.Desc)
+func SelectFrom(ctx context.Context, src ReferrerSource, p Platform) (*Selection, error) {
+	all, err := src.Referrers(ctx, p.Desc)
 	if err != nil {
+		return nil, err
+	}
+	var refs []ocispec.Descriptor
+	for _, d := range all {
+		if d.ArtifactType == "" || d.ArtifactType == ArtifactType {
+			refs = append(refs, d) // a source that ignored the filter
+		}
+	}
+	if err := checkReferrerBounds(p.Desc.Digest, refs); err != nil {
 		return nil, err
 	}
 	if len(refs) == 0 {
@@ -31,7 +56,7 @@ func (r *Repo) SelectBundle(ctx context.Context, p Platform) (*Selection, error)
 	sel := &Selection{}
 	for _, d := range refs {
 		d.URLs = nil
-		data, err := r.FetchAll(ctx, d, MaxManifestSize)
+		data, err := src.FetchAll(ctx, d, MaxManifestSize)
 		if err != nil {
 			return nil, fmt.Errorf("fetch referrer %s: %w", d.Digest, err)
 		}

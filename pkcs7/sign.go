@@ -52,6 +52,11 @@ type SignOptions struct {
 	// SignerID selects issuerAndSerialNumber (zero) or
 	// subjectKeyIdentifier.
 	SignerID SignerID
+	// DigestParamsAbsent writes the digest AlgorithmIdentifiers without
+	// NULL parameters, as OpenSSL's CMS API (`openssl cms -sign`, the
+	// kernel's scripts/sign-file) does; the zero value writes NULL, as
+	// `openssl smime -sign` does. The kernel accepts both.
+	DigestParamsAbsent bool
 }
 
 func (o *SignOptions) hash() (crypto.Hash, error) {
@@ -191,6 +196,9 @@ func (s *Signer) sign(digest, attached []byte, h crypto.Hash, opts SignOptions) 
 	}
 
 	digestAlg := pkix.AlgorithmIdentifier{Algorithm: oidByHash(h), Parameters: asn1.NullRawValue}
+	if opts.DigestParamsAbsent {
+		digestAlg.Parameters = asn1.RawValue{}
+	}
 	version := 1
 	var sid asn1.RawValue
 	switch opts.SignerID {

@@ -1,5 +1,6 @@
-// Package veritydev opens dm-verity devices: it attaches the data (and
-// hash) files to read-only loop devices, hands an optional PKCS#7 root-hash
+// Package veritydev opens dm-verity devices: it uses data and hash block
+// devices (partitions) as they are and attaches data and hash files to
+// read-only loop devices, hands an optional PKCS#7 root-hash
 // signature to the kernel through a "user" key named in the table's
 // root_hash_sig_key_desc, loads and resumes the verity table that package
 // verity formats (the same table `veritysetup open` loads), and returns the
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/intact-project/intact/dm"
+	"github.com/intact-project/intact/internal/linux"
 	"github.com/intact-project/intact/keyring"
 	"github.com/intact-project/intact/loop"
 	"github.com/intact-project/intact/pkcs7"
@@ -54,8 +56,13 @@ type Config struct {
 	RootHash  []byte
 	Signature []byte // detached PKCS#7 (DER) over the lowercase hex root hash; nil for none
 	Table     verity.TableOptions
-	UUID      string       // dm UUID; empty means "INTACT-VERITY-<name>"
-	Logger    *slog.Logger // nil discards
+	UUID      string // dm UUID; empty means "INTACT-VERITY-<name>"
+	// SigKeyDesc is the description of the user key that carries the
+	// signature (root_hash_sig_key_desc); empty means a random
+	// "intact:veritydev-<hex>". An early-boot caller sets it: the random
+	// one waits for the kernel's entropy pool.
+	SigKeyDesc string
+	Logger     *slog.Logger // nil discards
 	// Deprecated: use Logger (the name every intact package uses).
 	Log *slog.Logger
 }
@@ -98,17 +105,20 @@ func OpenConfig(ctx context.Context, c Config) (dev *Device, err error) {
 		return nil, fmt.Errorf("%w: root hash of %d bytes, %s needs %d", ErrBadConfig, len(c.RootHash), p.Algorithm, p.DigestSize())
 	}
 	same := sameFile(c.Data, c.Hash)
-	dataLoop, err := loop.Attach(ctx, c.Data, loop.Options{ReadOnly: true, Autoclear: true, DirectIO: true})
+	// Block devices (a partition of the boot disk) are used as they are;
+	// files get read-only autoclear loop devices.
+	dataDev, closeData, err := attach(ctx, c.Data)
 	if err != nil {
 		return nil, fmt.Errorf("veritydev: data: %w", err)
 	}
-	defer dataLoop.Close() // autoclear: detached when the dm device lets go
-	hashLoop := dataLoop
+	defer closeData() // autoclear: detached when the dm device lets go
+	hashDev := dataDev
 	if !same {
-		if hashLoop, err = loop.Attach(ctx, c.Hash, loop.Options{ReadOnly: true, Autoclear: true, DirectIO: true}); err != nil {
+		var closeHash func()
+		if hashDev, closeHash, err = attach(ctx, c.Hash); err != nil {
 			return nil, fmt.Errorf("veritydev: hash: %w", err)
 		}
-		defer hashLoop.Close()
+		defer closeHash()
 	}
 	topts := c.Table
 	var key keyring.ID
@@ -128,9 +138,12 @@ func OpenConfig(ctx context.Context, c Config) (dev *Device, err error) {
 		}
 	}
 	if c.Signature != nil {
-		var rnd [8]byte
-		rand.Read(rnd[:])
-		topts.RootHashSigKeyDesc = "intact:veritydev-" + hex.EncodeToString(rnd[:])
+		topts.RootHashSigKeyDesc = c.SigKeyDesc
+		if topts.RootHashSigKeyDesc == "" {
+			var rnd [8]byte
+			rand.Read(rnd[:])
+			topts.RootHashSigKeyDesc = "intact:veritydev-" + hex.EncodeToString(rnd[:])
+		}
 		if key, err = keyring.AddUser(topts.RootHashSigKeyDesc, c.Signature, keyring.Thread); err != nil {
 			return nil, fmt.Errorf("veritydev: root-hash signature: %w", err)
 		}
@@ -140,7 +153,7 @@ func OpenConfig(ctx context.Context, c Config) (dev *Device, err error) {
 			}
 		}()
 	}
-	tgt, err := verity.Table(p, c.RootHash, dataLoop.DevNum(), hashLoop.DevNum(), topts)
+	tgt, err := verity.Table(p, c.RootHash, dataDev, hashDev, topts)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadConfig, err)
 	}
@@ -211,6 +224,23 @@ func resolveParams(c Config) (verity.Params, error) {
 		return p, fmt.Errorf("veritydev: %w", err)
 	}
 	return p, nil
+}
+
+// attach returns the "major:minor" of path: the block device itself, or a
+// read-only autoclear loop device over a file.
+func attach(ctx context.Context, path string) (string, func(), error) {
+	rdev, mode, err := linux.Stat(path)
+	if err != nil {
+		return "", nil, err
+	}
+	if mode&linux.S_IFMT == linux.S_IFBLK {
+		return fmt.Sprintf("%d:%d", linux.Major(rdev), linux.Minor(rdev)), func() {}, nil
+	}
+	d, err := loop.Attach(ctx, path, loop.Options{ReadOnly: true, Autoclear: true, DirectIO: true})
+	if err != nil {
+		return "", nil, err
+	}
+	return d.DevNum(), func() { d.Close() }, nil
 }
 
 func sameFile(a, b string) bool {

@@ -37,6 +37,8 @@ const (
 	EMSGSIZE     = unix.EMSGSIZE
 	EROFS        = unix.EROFS
 	E2BIG        = unix.E2BIG
+	ENOEXEC      = unix.ENOEXEC
+	ENOPKG       = unix.ENOPKG
 )
 
 // Error is a failed syscall or ioctl: the operation and its errno.

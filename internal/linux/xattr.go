@@ -17,6 +17,12 @@ const (
 // symlink (llistxattr + lgetxattr). Filesystems without xattr support give
 // an empty map.
 func Lxattrs(path string) (map[string][]byte, error) {
+	// Most files have no xattrs: ask for the list's size first, so that
+	// walking a tree does not allocate two 64 KiB buffers per file.
+	size, err := unix.Llistxattr(path, nil)
+	if err == unix.ENOTSUP || err == unix.EOPNOTSUPP || (err == nil && size == 0) {
+		return map[string][]byte{}, nil
+	}
 	buf := make([]byte, maxXattrList)
 	n, err := unix.Llistxattr(path, buf)
 	if err == unix.ENOTSUP || err == unix.EOPNOTSUPP {

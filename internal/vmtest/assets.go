@@ -307,8 +307,16 @@ var uriLine = regexp.MustCompile(`^'([^']+)' (\S+) (\d+) SHA256:([0-9a-f]{64})$`
 
 // printURIs asks debian-fetch which files it would download and with which
 // SHA-256 (from the signed index).
-func printURIs(ctx context.Context, fetch, suite, dest string, pkgs ...string) ([]Deb, error) {
-	args := append([]string{"--suite", suite, "--print-uris", "--dest", dest}, pkgs...)
+//
+// apt-get prints nothing for a package whose file is already in the
+// destination directory, so the listing runs in an empty one.
+func printURIs(ctx context.Context, fetch, suite, _ string, pkgs ...string) ([]Deb, error) {
+	empty, err := os.MkdirTemp("", "intact-debian-fetch-")
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrFetch, err)
+	}
+	defer os.RemoveAll(empty)
+	args := append([]string{"--suite", suite, "--print-uris", "--dest", empty}, pkgs...)
 	cmd := exec.CommandContext(ctx, fetch, args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -480,3 +488,114 @@ func readConfig(path string) (map[string]string, error) {
 	}
 	return cfg, sc.Err()
 }
+
+// FetchPackages downloads (or reuses from the cache) the Debian packages
+// pkgs of the suite (opts.Suite, default stable), verifies them against the
+// signed archive index like Fetch does and unpacks them together into a
+// directory it returns. name keys the cache entry (its manifest is
+// <cache>/<name>-<suite>.json). It serves the reference tools that come
+// from Debian stable rather than from this machine's release (ukify and the
+// pefile module it needs, for example).
+func FetchPackages(ctx context.Context, opts FetchOptions, name string, pkgs ...string) (string, error) {
+	if opts.Cache == "" {
+		opts.Cache = DefaultCacheDir()
+	}
+	if opts.Suite == "" {
+		opts.Suite = "stable"
+	}
+	if opts.MaxAge == 0 {
+		opts.MaxAge = 24 * time.Hour
+	}
+	if os.Getenv("INTACT_VM_OFFLINE") == "1" {
+		opts.Offline = true
+	}
+	if err := os.MkdirAll(opts.Cache, 0o755); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrFetch, err)
+	}
+	lock, err := os.OpenFile(filepath.Join(opts.Cache, ".lock-"+name), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrFetch, err)
+	}
+	defer lock.Close()
+	if err := linux.Flock(lock); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrFetch, err)
+	}
+	manifest := filepath.Join(opts.Cache, name+"-"+opts.Suite+".json")
+	var cached struct {
+		Packages []string  `json:"packages"`
+		Debs     []Deb     `json:"debs"`
+		Fetched  time.Time `json:"fetched"`
+	}
+	debDir := filepath.Join(opts.Cache, "debs")
+	if data, err := os.ReadFile(manifest); err == nil && json.Unmarshal(data, &cached) == nil &&
+		strings.Join(cached.Packages, " ") == strings.Join(pkgs, " ") && (opts.Offline || time.Since(cached.Fetched) < opts.MaxAge) {
+		ok := true
+		for _, d := range cached.Debs {
+			ok = ok && verifyFile(filepath.Join(debDir, d.File), d) == nil
+		}
+		root := filepath.Join(opts.Cache, name+"-"+rootKey(cached.Debs))
+		if _, err := os.Stat(filepath.Join(root, ".complete")); ok && err == nil {
+			return root, nil
+		}
+	}
+	if opts.Offline {
+		return "", fmt.Errorf("%w: offline and no complete cache of %s in %s", ErrFetch, name, opts.Cache)
+	}
+	if opts.RepoRoot == "" {
+		wd, _ := os.Getwd()
+		r, err := RepoRoot(wd)
+		if err != nil {
+			return "", fmt.Errorf("%w: %w", ErrFetch, err)
+		}
+		opts.RepoRoot = r
+	}
+	fetch := filepath.Join(opts.RepoRoot, "scripts", "debian-fetch")
+	if err := os.MkdirAll(debDir, 0o755); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrFetch, err)
+	}
+	debs, err := printURIs(ctx, fetch, opts.Suite, debDir, pkgs...)
+	if err != nil {
+		return "", err
+	}
+	if err := getDebs(ctx, fetch, opts.Suite, debDir, debs); err != nil {
+		return "", err
+	}
+	root := filepath.Join(opts.Cache, name+"-"+rootKey(debs))
+	if _, err := os.Stat(filepath.Join(root, ".complete")); err != nil {
+		tmp, err := os.MkdirTemp(opts.Cache, ".root-tmp-")
+		if err != nil {
+			return "", fmt.Errorf("%w: %w", ErrFetch, err)
+		}
+		defer os.RemoveAll(tmp)
+		for _, d := range debs {
+			if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", filepath.Join(debDir, d.File), tmp).CombinedOutput(); err != nil {
+				return "", fmt.Errorf("%w: dpkg-deb -x %s: %w: %s", ErrFetch, d.File, err, out)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(tmp, ".complete"), nil, 0o644); err != nil {
+			return "", fmt.Errorf("%w: %w", ErrFetch, err)
+		}
+		os.RemoveAll(root)
+		if err := os.Rename(tmp, root); err != nil {
+			return "", fmt.Errorf("%w: %w", ErrFetch, err)
+		}
+	}
+	cached.Packages, cached.Debs, cached.Fetched = pkgs, debs, time.Now().UTC()
+	data, _ := json.MarshalIndent(cached, "", "  ")
+	if err := atomicfile.WriteFile(manifest, data, 0o644); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrFetch, err)
+	}
+	return root, nil
+}
+
+// Ukify is the command that runs Debian stable's ukify (systemd-ukify, a
+// Python program) on this machine's python3 with Debian stable's pefile,
+// both unpacked by FetchPackages under root.
+func Ukify(ctx context.Context, root string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "python3", append([]string{filepath.Join(root, "usr", "bin", "ukify")}, args...)...)
+	cmd.Env = append(os.Environ(), "PYTHONPATH="+filepath.Join(root, "usr", "lib", "python3", "dist-packages"))
+	return cmd
+}
+
+// UkifyPackages are the Debian stable packages Ukify needs.
+var UkifyPackages = []string{"systemd-ukify", "python3-pefile"}

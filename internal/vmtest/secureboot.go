@@ -2,12 +2,20 @@ package vmtest
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 
+	"github.com/intact-project/intact/efi"
 	"github.com/intact-project/intact/internal/testpki"
+	"github.com/intact-project/intact/uki"
 )
 
 // ownerGUID is the signature owner recorded with our keys in PK, KEK and db.
@@ -23,11 +31,19 @@ type PKI struct {
 	DB        *testpki.PKI // Root = the db CA, Leaf = the guest's signer
 	UKISigner *testpki.Cert
 	Untrusted *testpki.PKI
+	// RevokedTBS and RevokedX509 are leaves of the db CA that dbx revokes,
+	// by TBS hash and by certificate.
+	RevokedTBS, RevokedX509 *testpki.Cert
 
 	Dir                  string // where the PEM files are written
 	DBFiles, UntrustFile testpki.Files
 	UKIKey, UKICert      string
 	PKCert, KEKCert      string
+	RevokedTBSKey        string
+	RevokedTBSCert       string
+	RevokedX509Key       string
+	RevokedX509Cert      string
+	DBXJSON              string // the dbx variable, for virt-fw-vars --set-json
 }
 
 // NewPKI generates a fresh hierarchy and writes it under dir.
@@ -45,6 +61,12 @@ func NewPKI(dir string) (*PKI, error) {
 	if p.UKISigner, err = p.DB.IssueLeaf("intact test UKI signer", ""); err != nil {
 		return nil, fmt.Errorf("vmtest: test PKI: %w", err)
 	}
+	if p.RevokedTBS, err = p.DB.IssueLeaf("intact test revoked by TBS hash", ""); err != nil {
+		return nil, fmt.Errorf("vmtest: test PKI: %w", err)
+	}
+	if p.RevokedX509, err = p.DB.IssueLeaf("intact test revoked by certificate", ""); err != nil {
+		return nil, fmt.Errorf("vmtest: test PKI: %w", err)
+	}
 	if p.DBFiles, err = p.DB.WriteDir(filepath.Join(dir, "db")); err != nil {
 		return nil, err
 	}
@@ -55,6 +77,13 @@ func NewPKI(dir string) (*PKI, error) {
 	p.KEKCert = filepath.Join(dir, "kek.pem")
 	p.UKICert = filepath.Join(dir, "uki.pem")
 	p.UKIKey = filepath.Join(dir, "uki.key")
+	p.RevokedTBSCert, p.RevokedTBSKey = filepath.Join(dir, "revoked-tbs.pem"), filepath.Join(dir, "revoked-tbs.key")
+	p.RevokedX509Cert, p.RevokedX509Key = filepath.Join(dir, "revoked-x509.pem"), filepath.Join(dir, "revoked-x509.key")
+	p.DBXJSON = filepath.Join(dir, "dbx.json")
+	dbx, err := dbxJSON(p.RevokedTBS.Certificate, p.RevokedX509.Certificate)
+	if err != nil {
+		return nil, err
+	}
 	for _, w := range []struct {
 		path string
 		data []byte
@@ -64,6 +93,11 @@ func NewPKI(dir string) (*PKI, error) {
 		{p.KEKCert, p.KEK.Root.CertPEM(), 0o644},
 		{p.UKICert, p.UKISigner.CertPEM(), 0o644},
 		{p.UKIKey, p.UKISigner.KeyPEM(), 0o600},
+		{p.RevokedTBSCert, p.RevokedTBS.CertPEM(), 0o644},
+		{p.RevokedTBSKey, p.RevokedTBS.KeyPEM(), 0o600},
+		{p.RevokedX509Cert, p.RevokedX509.CertPEM(), 0o644},
+		{p.RevokedX509Key, p.RevokedX509.KeyPEM(), 0o600},
+		{p.DBXJSON, dbx, 0o644},
 	} {
 		if err := os.WriteFile(w.path, w.data, w.perm); err != nil {
 			return nil, fmt.Errorf("vmtest: %w", err)
@@ -94,6 +128,7 @@ func EnrollVars(ctx context.Context, a *Assets, p *PKI, out string) error {
 		"--set-pk", ownerGUID, p.PKCert,
 		"--add-kek", ownerGUID, p.KEKCert,
 		"--add-db", ownerGUID, p.DBFiles.RootPEM,
+		"--set-json", p.DBXJSON,
 		"--secure-boot", "--no-microsoft")
 	cmd.Env = append(os.Environ(), "PYTHONPATH="+a.PythonPath()+":"+shim)
 	if b, err := cmd.CombinedOutput(); err != nil {
@@ -111,12 +146,11 @@ type UKIInput struct {
 	Uname   string
 }
 
-// UKIBuilder assembles an unsigned UKI at out. BuildUKI is the built-in one;
-// the project's own uki package plugs in here when it exists.
+// UKIBuilder assembles an unsigned UKI at out. BuildUKI is the default.
 type UKIBuilder func(ctx context.Context, in UKIInput, out string) error
 
-// BuildUKI assembles a UKI from systemd's EFI stub with .cmdline, .uname,
-// .initrd and .linux sections (AppendPESections).
+// BuildUKI assembles a UKI with package uki from systemd's EFI stub, the
+// kernel, the initramfs, the command line and the kernel release.
 func BuildUKI(ctx context.Context, in UKIInput, out string) error {
 	stub, err := os.ReadFile(in.Stub)
 	if err != nil {
@@ -130,22 +164,107 @@ func BuildUKI(ctx context.Context, in UKIInput, out string) error {
 	if err != nil {
 		return fmt.Errorf("vmtest: UKI: %w", err)
 	}
-	secs := []PESection{{".cmdline", append([]byte(in.Cmdline), 0)}}
-	if in.Uname != "" {
-		secs = append(secs, PESection{".uname", []byte(in.Uname)})
-	}
-	secs = append(secs, PESection{".initrd", initrd}, PESection{".linux", kernel})
-	img, err := AppendPESections(stub, secs)
+	img, err := uki.Build(uki.Input{Stub: stub, Linux: kernel, Initrds: [][]byte{initrd}, Cmdline: in.Cmdline, Uname: in.Uname})
 	if err != nil {
 		return fmt.Errorf("vmtest: UKI: %w", err)
 	}
 	return os.WriteFile(out, img, 0o644)
 }
 
-// SignEFI signs an EFI image with sbsign (Authenticode, SHA-256).
-func SignEFI(ctx context.Context, key, cert, in, out string) error {
-	if b, err := exec.CommandContext(ctx, "sbsign", "--key", key, "--cert", cert, "--output", out, in).CombinedOutput(); err != nil {
-		return fmt.Errorf("vmtest: sbsign: %w: %s", err, lastLines(string(b), 3))
+// SignEFI signs the EFI image in with Authenticode (package efi) by
+// signer and writes it to out.
+func SignEFI(signer *testpki.Cert, in, out string) error {
+	img, err := os.ReadFile(in)
+	if err != nil {
+		return fmt.Errorf("vmtest: sign: %w", err)
 	}
-	return nil
+	signed, err := efi.Sign(img, efi.Signer{Certificate: signer.Certificate, Key: signer.Key}, efi.SignOptions{})
+	if err != nil {
+		return fmt.Errorf("vmtest: sign: %w", err)
+	}
+	return os.WriteFile(out, signed, 0o644)
+}
+
+// VirtFirmware returns the command that runs one of virt-firmware's tools
+// (module "vars" for virt-fw-vars, "sigdb" for virt-fw-sigdb) from the
+// fetched assets on this machine's python3; shimDir is a scratch directory
+// for the importlib_resources shim.
+func VirtFirmware(ctx context.Context, a *Assets, module, shimDir string, args ...string) (*exec.Cmd, error) {
+	if err := os.MkdirAll(filepath.Join(shimDir, "importlib_resources"), 0o755); err != nil {
+		return nil, fmt.Errorf("vmtest: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(shimDir, "importlib_resources", "__init__.py"), []byte(pyShim), 0o644); err != nil {
+		return nil, fmt.Errorf("vmtest: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, "python3", append([]string{"-c",
+		"import sys; from virt.firmware." + module + " import main; sys.argv[0] = 'virt-fw-" + module + "'; sys.exit(main())"}, args...)...)
+	cmd.Env = append(os.Environ(), "PYTHONPATH="+a.PythonPath()+":"+shimDir)
+	return cmd, nil
+}
+
+// EFI signature list types (UEFI 2.10, section 32.4.1) and the variable
+// GUID of db and dbx.
+var (
+	certX509SHA256GUID = "3bd2a492-96c0-4079-b420-fcf98ef103ed"
+	certX509GUID       = "a5c059a1-94e4-4aa7-87b5-ab155c2bf072"
+	imageSecurityGUID  = "d719b2cb-3d3a-4596-a3bc-dad00e67656f"
+)
+
+// guidBytes encodes a GUID string in UEFI's mixed-endian layout.
+func guidBytes(s string) []byte {
+	h := strings.ReplaceAll(s, "-", "")
+	b, err := hex.DecodeString(h)
+	if err != nil || len(b) != 16 {
+		panic("vmtest: bad GUID " + s)
+	}
+	out := make([]byte, 16)
+	binary.LittleEndian.PutUint32(out[0:], binary.BigEndian.Uint32(b[0:]))
+	binary.LittleEndian.PutUint16(out[4:], binary.BigEndian.Uint16(b[4:]))
+	binary.LittleEndian.PutUint16(out[6:], binary.BigEndian.Uint16(b[6:]))
+	copy(out[8:], b[8:])
+	return out
+}
+
+// SignatureList encodes one EFI_SIGNATURE_LIST of type typeGUID whose
+// entries (each owned by owner) all have the size of the first.
+func SignatureList(typeGUID, owner string, entries ...[]byte) []byte {
+	size := 16 + len(entries[0])
+	var b []byte
+	b = append(b, guidBytes(typeGUID)...)
+	b = binary.LittleEndian.AppendUint32(b, uint32(28+size*len(entries)))
+	b = binary.LittleEndian.AppendUint32(b, 0)
+	b = binary.LittleEndian.AppendUint32(b, uint32(size))
+	for _, e := range entries {
+		b = append(b, guidBytes(owner)...)
+		b = append(b, e...)
+	}
+	return b
+}
+
+// DBXEntries are the signature lists that revoke tbs by the SHA-256 of its
+// TBSCertificate (EFI_CERT_X509_SHA256, revocation time zero: forever)
+// and x509 by the certificate itself (EFI_CERT_X509).
+func DBXEntries(tbs, x509c *x509.Certificate) []byte {
+	h := sha256.Sum256(tbs.RawTBSCertificate)
+	var out []byte
+	out = append(out, SignatureList(certX509SHA256GUID, ownerGUID, append(h[:], make([]byte, 16)...))...)
+	out = append(out, SignatureList(certX509GUID, ownerGUID, x509c.Raw)...)
+	return out
+}
+
+// dbxJSON is a virt-fw-vars variable list (efijson) that sets dbx to
+// DBXEntries, as a time-based authenticated variable.
+func dbxJSON(tbs, x509c *x509.Certificate) ([]byte, error) {
+	// EFI_TIME 2026-01-01 00:00:00.
+	t := make([]byte, 16)
+	binary.LittleEndian.PutUint16(t, 2026)
+	t[2], t[3] = 1, 1
+	v := map[string]any{
+		"version": 2,
+		"variables": []map[string]any{{
+			"name": "dbx", "guid": imageSecurityGUID, "attr": 0x27,
+			"data": hex.EncodeToString(DBXEntries(tbs, x509c)), "time": hex.EncodeToString(t),
+		}},
+	}
+	return json.Marshal(v)
 }

@@ -3,7 +3,8 @@ package vmtest
 import (
 	"bytes"
 	"context"
-	"debug/pe"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
 	"os/exec"
@@ -11,89 +12,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/intact-project/intact/internal/testpki"
 	"github.com/intact-project/intact/internal/testutil"
 )
-
-// TestAppendPESections checks the UKI section layout with debug/pe and with
-// binutils' objdump/objcopy, and that sbsign signs and sbverify verifies the
-// result (Authenticode hashes every section, so a wrong layout shows).
-func TestAppendPESections(t *testing.T) {
-	testutil.RequireHost(t, "needs binutils and sbsigntool")
-	objdump := testutil.RequireTool(t, "objdump")
-	objcopy := testutil.RequireTool(t, "objcopy")
-	img := minimalPE()
-	secs := []PESection{
-		{".cmdline", []byte("console=ttyS0\x00")},
-		{".initrd", bytes.Repeat([]byte{0xA5}, 100001)},
-		{".linux", bytes.Repeat([]byte("kernel"), 5000)},
-	}
-	out, err := AppendPESections(img, secs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := pe.NewFile(bytes.NewReader(out))
-	if err != nil {
-		t.Fatal(err)
-	}
-	oh := f.OptionalHeader.(*pe.OptionalHeader64)
-	var prevEnd uint32
-	for _, s := range f.Sections[len(f.Sections)-3:] {
-		if s.VirtualAddress%oh.SectionAlignment != 0 || s.Offset%oh.FileAlignment != 0 || s.VirtualAddress < prevEnd {
-			t.Errorf("%s: VA %#x, file offset %#x", s.Name, s.VirtualAddress, s.Offset)
-		}
-		prevEnd = s.VirtualAddress + s.VirtualSize
-	}
-	if oh.SizeOfImage < prevEnd || oh.SizeOfImage%oh.SectionAlignment != 0 || oh.CheckSum != 0 {
-		t.Errorf("SizeOfImage %#x (sections end %#x), CheckSum %#x", oh.SizeOfImage, prevEnd, oh.CheckSum)
-	}
-	path := filepath.Join(t.TempDir(), "uki.efi")
-	if err := os.WriteFile(path, out, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	h, err := exec.Command(objdump, "-h", path).Output()
-	if err != nil {
-		t.Fatalf("objdump -h: %v", err)
-	}
-	for _, s := range secs {
-		if !bytes.Contains(h, []byte(" "+s.Name+" ")) {
-			t.Errorf("objdump does not list %s:\n%s", s.Name, h)
-		}
-		dump := filepath.Join(t.TempDir(), "sec")
-		if b, err := exec.Command(objcopy, "-O", "binary", "--only-section="+s.Name, path, dump).CombinedOutput(); err != nil {
-			t.Fatalf("objcopy %s: %v %s", s.Name, err, b)
-		}
-		if got, _ := os.ReadFile(dump); !bytes.Equal(got, s.Data) {
-			t.Errorf("%s: objcopy extracts %d bytes, want the %d appended", s.Name, len(got), len(s.Data))
-		}
-	}
-	// sbsign/sbverify round trip.
-	sbsign, sbverify := testutil.RequireTool(t, "sbsign"), testutil.RequireTool(t, "sbverify")
-	p := testpki.MustNew(t, testpki.Options{})
-	files := p.MustWriteDir(t, t.TempDir())
-	signed := path + ".signed"
-	if b, err := exec.Command(sbsign, "--key", files.KeyPEM, "--cert", files.CertPEM, "--output", signed, path).CombinedOutput(); err != nil {
-		t.Fatalf("sbsign: %v %s", err, b)
-	}
-	if b, err := exec.Command(sbverify, "--cert", files.CertPEM, signed).CombinedOutput(); err != nil {
-		t.Fatalf("sbverify: %v %s", err, b)
-	}
-	if _, err := AppendPESections(mustRead(t, signed), secs[:1]); !errors.Is(err, ErrPE) {
-		t.Errorf("appending to a signed image: %v, want ErrPE", err)
-	}
-	if _, err := AppendPESections([]byte("MZ not a PE"), secs); !errors.Is(err, ErrPE) {
-		t.Errorf("garbage: %v", err)
-	}
-}
-
-func mustRead(t *testing.T, p string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 func TestCheckKernelConfig(t *testing.T) {
 	var full []string
@@ -166,5 +86,46 @@ func TestVMRunsStaticCLI(t *testing.T) {
 	}
 	if res.ExitCode != 0 || !strings.Contains(out.String(), `"device": "/dev/dm-`) {
 		t.Fatalf("exit %d:\n%s", res.ExitCode, out.String())
+	}
+}
+
+// TestEnrollVarsDBX: the variable store the Secure Boot guest boots with
+// has dbx holding the revoked leaves (virt-fw-vars reads it back).
+func TestEnrollVarsDBX(t *testing.T) {
+	testutil.RequireHost(t, "runs virt-fw-vars from the VM cache")
+	a, err := Fetch(context.Background(), FetchOptions{})
+	if err != nil {
+		testutil.Unavailable(t, "VM assets: "+err.Error())
+	}
+	dir := t.TempDir()
+	p, err := NewPKI(filepath.Join(dir, "pki"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := filepath.Join(dir, "vars.fd")
+	if err := EnrollVars(context.Background(), a, p, vars); err != nil {
+		t.Fatal(err)
+	}
+	shim := filepath.Join(dir, "pyshim")
+	cmd := exec.Command("python3", "-c",
+		"import sys; from virt.firmware.vars import main; sys.argv[0] = 'virt-fw-vars'; sys.exit(main())",
+		"-i", vars, "--print", "--verbose")
+	cmd.Env = append(os.Environ(), "PYTHONPATH="+a.PythonPath()+":"+shim)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("virt-fw-vars --print: %v\n%s", err, out)
+	}
+	s := string(out)
+	for _, want := range []string{"name=dbx", "siglist type=3bd2a492-96c0-4079-b420-fcf98ef103ed count=1",
+		"subject CN=" + p.RevokedX509.Certificate.Subject.CommonName, "subject CN=intact test db root CA"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("varstore print lacks %q:\n%s", want, s)
+		}
+	}
+	// The TBS entry's bytes (virt-fw-vars does not print them).
+	tbs := sha256.Sum256(p.RevokedTBS.Certificate.RawTBSCertificate)
+	esl := DBXEntries(p.RevokedTBS.Certificate, p.RevokedX509.Certificate)
+	if !bytes.Contains(esl, tbs[:]) || !bytes.Contains(esl, guidBytes(certX509SHA256GUID)) {
+		t.Errorf("dbx lists lack the TBS hash %s", hex.EncodeToString(tbs[:]))
 	}
 }

@@ -10,8 +10,8 @@
 // either directly (-kernel/-initrd, no firmware: fast, no keys trusted) or
 // through OVMF Secure Boot: a fresh PK/KEK/db hierarchy is enrolled into a
 // copy of the variable store, the kernel, initramfs and command line are
-// assembled into a UKI signed by a leaf of the db CA, and the firmware boots
-// it from an ESP. The kernel then loads the db CA into its platform keyring,
+// assembled into a UKI (package uki) signed with Authenticode (package efi)
+// by a leaf of the db CA, and the firmware boots it from an ESP. The kernel then loads the db CA into its platform keyring,
 // so dm-verity root-hash signatures and IPE policies signed by the guest's
 // test key are trusted.
 //
@@ -89,6 +89,11 @@ type Options struct {
 	// Unsigned boots the UKI without signing it (a negative control: Secure
 	// Boot must refuse it and the run must fail).
 	Unsigned bool
+	// Vars, in Secure Boot mode, is a variable store file to boot with (and
+	// write to) instead of a fresh one with the run's keys enrolled: for
+	// example OVMF's empty store, in which the firmware is in setup mode.
+	// The guest then gets no trusted keys (INTACT_VM_SECUREBOOT unset).
+	Vars string
 	// KeepDir keeps the work directory (initramfs, UKI, logs) for debugging.
 	KeepDir bool
 }
@@ -231,9 +236,12 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		args = append(args, "-machine", "q35", "-accel", accel,
 			"-kernel", a.Vmlinuz(), "-initrd", initrd, "-append", cmdline)
 	case SecureBoot:
-		vars := filepath.Join(work, "vars.fd")
-		if err := EnrollVars(ctx, a, pki, vars); err != nil {
-			return nil, err
+		vars := opts.Vars
+		if vars == "" {
+			vars = filepath.Join(work, "vars.fd")
+			if err := EnrollVars(ctx, a, pki, vars); err != nil {
+				return nil, err
+			}
 		}
 		esp := filepath.Join(work, "esp")
 		if err := os.MkdirAll(filepath.Join(esp, "EFI", "BOOT"), 0o755); err != nil {
@@ -251,7 +259,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		if opts.Unsigned {
 			err = os.Rename(uki, bootx64)
 		} else {
-			err = SignEFI(ctx, pki.UKIKey, pki.UKICert, uki, bootx64)
+			err = SignEFI(pki.UKISigner, uki, bootx64)
 		}
 		if err != nil {
 			return nil, err
@@ -522,7 +530,7 @@ func buildInitramfs(ctx context.Context, a *Assets, opts Options, initBin string
 	if err != nil {
 		return err
 	}
-	cfg := guest.Config{Dir: "/", SecureBoot: opts.Mode == SecureBoot && !opts.Unsigned}
+	cfg := guest.Config{Dir: "/", SecureBoot: opts.Mode == SecureBoot && !opts.Unsigned && opts.Vars == ""}
 	inKernel := a.KernelDecompressesModules()
 	for _, rel := range rels {
 		gp := "/intact/modules/" + filepath.ToSlash(rel)
@@ -580,12 +588,16 @@ func buildInitramfs(ctx context.Context, a *Assets, opts Options, initBin string
 	// The test PKI: a leaf under the db CA and an untrusted pair.
 	keys := map[string]string{
 		guest.EnvCACert:          pki.DBFiles.RootPEM,
-		guest.EnvCAKey:           pki.DBFiles.RootKey,
 		guest.EnvSignCert:        pki.DBFiles.CertPEM,
 		guest.EnvSignKey:         pki.DBFiles.KeyPEM,
 		guest.EnvUntrustedCACert: pki.UntrustFile.RootPEM,
 		guest.EnvUntrustedCert:   pki.UntrustFile.CertPEM,
 		guest.EnvUntrustedKey:    pki.UntrustFile.KeyPEM,
+		guest.EnvCAKey:           pki.DBFiles.RootKey,
+		guest.EnvRevokedTBSKey:   pki.RevokedTBSKey,
+		guest.EnvRevokedTBSCert:  pki.RevokedTBSCert,
+		guest.EnvRevokedX509Key:  pki.RevokedX509Key,
+		guest.EnvRevokedX509Cert: pki.RevokedX509Cert,
 	}
 	for env, host := range keys {
 		rel, _ := filepath.Rel(pki.Dir, host)

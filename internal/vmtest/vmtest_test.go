@@ -23,7 +23,7 @@ func requireHostVM(t *testing.T) {
 	if os.Getenv("INTACT_VM_HOST_TESTS") != "1" {
 		t.Skip("boots VMs under QEMU; make test-vm runs it (INTACT_VM_HOST_TESTS=1)")
 	}
-	for _, tool := range []string{"qemu-system-x86_64", "sbsign", "mkfs.ext4", "python3", "dpkg-deb", "xz", "go"} {
+	for _, tool := range []string{"qemu-system-x86_64", "mkfs.ext4", "python3", "dpkg-deb", "xz", "go"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s not found (make test installs it): %v", tool, err)
 		}

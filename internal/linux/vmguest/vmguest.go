@@ -1,6 +1,6 @@
 // Package vmguest holds the syscalls that only the VM test tier's init
-// (internal/vmtest/init) makes: powering the guest off, raw mode and drain
-// for its serial consoles, bringing loopback up. They live apart from
+// (internal/vmtest/init) makes: raw mode and drain for its serial consoles,
+// bringing loopback up. They live apart from
 // internal/linux, which holds what intact's own commands and packages call,
 // so that nothing in the shipped binaries can reach them; like
 // internal/linux, this package may import golang.org/x/sys/unix
@@ -22,13 +22,6 @@ func wrap(op string, err error) error {
 		return &linux.Error{Op: op, Errno: errno}
 	}
 	return err
-}
-
-// PowerOff syncs and powers the machine off (reboot(2) with
-// LINUX_REBOOT_CMD_POWER_OFF). It returns only on failure.
-func PowerOff() error {
-	unix.Sync()
-	return wrap("reboot(POWER_OFF)", unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF))
 }
 
 // MakeRaw puts the terminal on fd into raw mode (no echo, no newline

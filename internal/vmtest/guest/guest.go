@@ -57,9 +57,18 @@ const (
 	EnvSecureBoot  = "INTACT_VM_SECUREBOOT"
 	EnvScratchExt4 = "INTACT_VM_SCRATCH_EXT4" // mount point of the scratch ext4 (verity feature on)
 	EnvCACert      = "INTACT_VM_CA_CERT"      // PEM of the CA enrolled in db
-	EnvCAKey       = "INTACT_VM_CA_KEY"       // PEM (PKCS#8) key of that CA, to issue other signers under it
 	EnvSignKey     = "INTACT_VM_SIGN_KEY"     // PEM (PKCS#8) key of a leaf chained to that CA
 	EnvSignCert    = "INTACT_VM_SIGN_CERT"    // PEM of that leaf
+	// EnvCAKey is the db CA's own private key (PEM, PKCS#8): tests that
+	// sign with the db key itself or issue further certificates under it.
+	EnvCAKey = "INTACT_VM_CA_KEY"
+	// Leaves under the db CA that the firmware's dbx revokes: one by the
+	// SHA-256 of its TBSCertificate (EFI_CERT_X509_SHA256), one by the
+	// whole certificate (EFI_CERT_X509).
+	EnvRevokedTBSKey   = "INTACT_VM_REVOKED_TBS_KEY"
+	EnvRevokedTBSCert  = "INTACT_VM_REVOKED_TBS_CERT"
+	EnvRevokedX509Key  = "INTACT_VM_REVOKED_X509_KEY"
+	EnvRevokedX509Cert = "INTACT_VM_REVOKED_X509_CERT"
 	// An untrusted hierarchy of the same shape, for negative tests.
 	EnvUntrustedCACert = "INTACT_VM_UNTRUSTED_CA_CERT"
 	EnvUntrustedKey    = "INTACT_VM_UNTRUSTED_KEY"
@@ -68,18 +77,24 @@ const (
 
 // Keys are the PEM files of the test PKI inside the guest.
 type Keys struct {
-	CACert, CAKey, SignKey, SignCert             string
+	CACert, SignKey, SignCert                    string
 	UntrustedCACert, UntrustedKey, UntrustedCert string
+	CAKey                                        string
+	RevokedTBSKey, RevokedTBSCert                string
+	RevokedX509Key, RevokedX509Cert              string
 }
 
 // LoadKeys returns the key paths from the environment and whether all are set.
 func LoadKeys() (Keys, bool) {
 	k := Keys{
-		CACert: os.Getenv(EnvCACert), CAKey: os.Getenv(EnvCAKey), SignKey: os.Getenv(EnvSignKey), SignCert: os.Getenv(EnvSignCert),
+		CACert: os.Getenv(EnvCACert), SignKey: os.Getenv(EnvSignKey), SignCert: os.Getenv(EnvSignCert),
 		UntrustedCACert: os.Getenv(EnvUntrustedCACert), UntrustedKey: os.Getenv(EnvUntrustedKey),
 		UntrustedCert: os.Getenv(EnvUntrustedCert),
+		CAKey:         os.Getenv(EnvCAKey),
+		RevokedTBSKey: os.Getenv(EnvRevokedTBSKey), RevokedTBSCert: os.Getenv(EnvRevokedTBSCert),
+		RevokedX509Key: os.Getenv(EnvRevokedX509Key), RevokedX509Cert: os.Getenv(EnvRevokedX509Cert),
 	}
-	ok := k.CACert != "" && k.CAKey != "" && k.SignKey != "" && k.SignCert != "" && k.UntrustedKey != "" && k.UntrustedCert != ""
+	ok := k.CACert != "" && k.SignKey != "" && k.SignCert != "" && k.UntrustedKey != "" && k.UntrustedCert != ""
 	return k, ok
 }
 

@@ -58,7 +58,7 @@ func fail(w io.Writer, format string, args ...any) {
 }
 
 func poweroff() {
-	if err := vmguest.PowerOff(); err != nil {
+	if err := linux.PowerOff(); err != nil {
 		fmt.Fprintf(os.Stdout, "intact-init: %v\n", err)
 	}
 	select {}

@@ -1,0 +1,201 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/intact-project/intact/efi"
+	"github.com/intact-project/intact/internal/vmtest"
+)
+
+// RunOptions configures Run.
+type RunOptions struct {
+	// Disk is the disk image to boot from (the firmware finds
+	// EFI/BOOT/BOOTX64.EFI on its ESP; no -kernel).
+	Disk string
+	// Disks are more disks, tried by the firmware before Disk in this
+	// order (tests put images it must refuse there).
+	Disks []string
+	// Keys is a key set directory: its PK, KEK and db certificates are
+	// enrolled into a fresh copy of OVMF's variable store (Secure Boot
+	// on, no Microsoft keys). Ignored when Vars names an existing file.
+	Keys string
+	// Vars is a variable store to use and keep (enrollment done inside the
+	// guest persists there); empty means a temporary one.
+	Vars string
+	// SetupMode starts from OVMF's empty variable store (setup mode,
+	// Secure Boot off) instead of enrolling Keys.
+	SetupMode bool
+	// Snapshot discards the guest's writes to Disk.
+	Snapshot bool
+	MemoryMB int // zero means 2048
+	CPUs     int // zero means 2
+	// QEMUArgs are appended to QEMU's arguments (for example
+	// "-nic", "user,restrict=on,guestfwd=..."); without any -nic/-net
+	// argument the guest has no network (-nic none).
+	QEMUArgs []string
+	// Console receives the serial console (ttyS0); nil means QEMU's
+	// stdin/stdout are the terminal's (interactive).
+	Console io.Writer
+	// Assets are the VM tier's inputs (OVMF, virt-firmware); nil fetches
+	// them (cached) with vmtest.Fetch.
+	Assets *vmtest.Assets
+	// Logger receives debug logs; nil discards them.
+	Logger *slog.Logger
+	// Deprecated: use Logger (the name every intact package uses).
+	Log *slog.Logger
+}
+
+func (o *RunOptions) logger() *slog.Logger {
+	if o.Logger != nil {
+		return o.Logger
+	}
+	return o.Log
+}
+
+// ErrRun is wrapped by Run's errors.
+var ErrRun = errors.New("host: run")
+
+// Run boots a disk image under QEMU with OVMF Secure Boot, as the VM tier
+// does (q35 with SMM, TCG unless INTACT_VM_ACCEL says otherwise), and
+// returns when QEMU exits or ctx ends.
+func Run(ctx context.Context, opts RunOptions) error {
+	if opts.Disk == "" {
+		return fmt.Errorf("%w: no disk", ErrRun)
+	}
+	if _, err := os.Stat(opts.Disk); err != nil {
+		return fmt.Errorf("%w: %w", ErrRun, err)
+	}
+	a := opts.Assets
+	if a == nil {
+		var err error
+		if a, err = vmtest.Fetch(ctx, vmtest.FetchOptions{Log: opts.logger()}); err != nil {
+			return fmt.Errorf("%w: OVMF: %w", ErrRun, err)
+		}
+	}
+	work, err := os.MkdirTemp("", "intact-host-run-")
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrRun, err)
+	}
+	defer os.RemoveAll(work)
+	vars := opts.Vars
+	if vars == "" {
+		vars = filepath.Join(work, "vars.fd")
+	}
+	if _, err := os.Stat(vars); err != nil {
+		if err := PrepareVars(ctx, a, opts.Keys, opts.SetupMode, vars, work); err != nil {
+			return err
+		}
+	}
+	args := QEMUArgs(a, vars, opts)
+	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
+	var stderr strings.Builder
+	if opts.Console != nil {
+		cmd.Stdout = opts.Console
+		cmd.Stderr = &stderr
+	} else {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	}
+	if l := opts.logger(); l != nil {
+		l.Debug("host: qemu", "args", strings.Join(args, " "))
+	}
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%w: qemu: %w: %s", ErrRun, err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+// PrepareVars writes a variable store: OVMF's empty template in setup
+// mode, else the template with the key set's PK, KEK and db enrolled and
+// Secure Boot on (virt-fw-vars).
+func PrepareVars(ctx context.Context, a *vmtest.Assets, keys string, setupMode bool, out, work string) error {
+	if setupMode {
+		b, err := os.ReadFile(a.OVMFVars())
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrRun, err)
+		}
+		return os.WriteFile(out, b, 0o644)
+	}
+	if keys == "" {
+		return fmt.Errorf("%w: a key set (--keys) or setup mode is needed for the variable store", ErrRun)
+	}
+	ks, err := efi.LoadKeys(keys)
+	if err != nil {
+		return err
+	}
+	cmd, err := vmtest.VirtFirmware(ctx, a, "vars", filepath.Join(work, "pyshim"),
+		"-i", a.OVMFVars(), "-o", out,
+		"--set-pk", ks.Owner, filepath.Join(keys, "PK.crt"),
+		"--add-kek", ks.Owner, filepath.Join(keys, "KEK.crt"),
+		"--add-db", ks.Owner, filepath.Join(keys, "db.crt"),
+		"--secure-boot", "--no-microsoft")
+	if err != nil {
+		return err
+	}
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%w: virt-fw-vars: %w: %s", ErrRun, err, strings.TrimSpace(string(b)))
+	}
+	return nil
+}
+
+// QEMUArgs returns the QEMU command line for booting opts.Disk with the
+// variable store vars.
+func QEMUArgs(a *vmtest.Assets, vars string, opts RunOptions) []string {
+	mem, cpus := opts.MemoryMB, opts.CPUs
+	if mem == 0 {
+		mem = 2048
+	}
+	if cpus == 0 {
+		cpus = 2
+	}
+	accel := os.Getenv("INTACT_VM_ACCEL")
+	if accel == "" {
+		accel = "tcg,thread=single"
+	}
+	cpu := os.Getenv("INTACT_VM_CPU")
+	if cpu == "" {
+		cpu = vmtest.DefaultCPU
+	}
+	var drives []string
+	for i, d := range append(append([]string(nil), opts.Disks...), opts.Disk) {
+		drive := "if=none,id=disk" + strconv.Itoa(i) + ",format=raw,file=" + d
+		if opts.Snapshot {
+			drive += ",snapshot=on"
+		}
+		drives = append(drives, "-drive", drive, "-device", "virtio-blk-pci,drive=disk"+strconv.Itoa(i)+",bootindex="+strconv.Itoa(i+1))
+	}
+	args := []string{"-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-no-reboot",
+		"-machine", "q35,smm=on", "-accel", accel, "-cpu", cpu,
+		"-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus),
+		"-global", "driver=cfi.pflash01,property=secure,value=on",
+		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + a.OVMFCode(),
+		"-drive", "if=pflash,format=raw,unit=1,file=" + vars,
+		"-serial", "stdio"}
+	args = append(args, drives...)
+	if opts.Console == nil {
+		for i := range args {
+			if args[i] == "stdio" && args[i-1] == "-serial" {
+				args[i] = "mon:stdio"
+			}
+		}
+	}
+	net := false
+	for _, x := range opts.QEMUArgs {
+		net = net || x == "-nic" || x == "-net" || x == "-netdev"
+	}
+	if !net {
+		args = append(args, "-nic", "none")
+	}
+	return append(args, opts.QEMUArgs...)
+}
