@@ -75,12 +75,19 @@ func TestRegistryServeErrors(t *testing.T) {
 	}
 }
 
-// TestBinaryLinksNoServerOrTestCode: the intact binary does not link the
-// registry server (olareg, whose package init spends about 60 ms of CPU on
-// a bcrypt hash in every process), nor test-only code.
+// TestBinaryLinksNoServerOrTestCode: the shipped binaries (intact, intactd,
+// intact-init) do not link the registry server (olareg, whose package init
+// spends about 60 ms of CPU on a bcrypt hash in every process), nor
+// test-only code (the test PKI, the test guards, the VM test tier).
 func TestBinaryLinksNoServerOrTestCode(t *testing.T) {
 	testutil.RequireHost(t, "runs go list on the source tree")
-	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	for _, bin := range []string{".", "../intactd", "../intact-init"} {
+		t.Run(bin, func(t *testing.T) { linksNoServerOrTestCode(t, bin) })
+	}
+}
+
+func linksNoServerOrTestCode(t *testing.T, bin string) {
+	out, err := exec.Command("go", "list", "-deps", bin).Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
@@ -90,8 +97,9 @@ func TestBinaryLinksNoServerOrTestCode(t *testing.T) {
 			dep == "github.com/intact-project/intact/internal/registry",
 			dep == "github.com/intact-project/intact/internal/testpki",
 			dep == "github.com/intact-project/intact/internal/testutil",
+			strings.HasPrefix(dep, "github.com/intact-project/intact/internal/vmtest"),
 			dep == "testing":
-			t.Errorf("the intact binary links %s", dep)
+			t.Errorf("%s links %s", bin, dep)
 		}
 	}
 }
