@@ -73,15 +73,15 @@ test-vm: deps build
 
 # The intactd tests (package snapshotter) in their own guest, which carries
 # the real container stack: containerd, ctr, the runc shim, runc and crictl
-# (scripts/build-containerd), intactd, intact and the container payload
-# ctrprobe.
+# (scripts/build-containerd), intactd, intact, intact-registry (which
+# `intact registry serve` runs) and the container payload ctrprobe.
 CTR_VM_PKGS ?= snapshotter
 CTR_TOOLS   := containerd ctr containerd-shim-runc-v2 runc crictl
 test-vm-containerd: deps build
 	$(GO) build -o $(BIN)/vmexec ./internal/vmtest/cmd/vmexec
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/ctrprobe ./internal/ctrprobe
 	@cbin=$$(scripts/build-containerd) && files=$$(for t in $(CTR_TOOLS); do printf -- '--file %s/%s:/usr/local/bin/%s ' "$$cbin" $$t $$t; done; \
-		for t in intact intactd ctrprobe; do printf -- '--file $(CURDIR)/$(BIN)/%s:/usr/local/bin/%s ' $$t $$t; done) && \
+		for t in intact intact-registry intactd ctrprobe; do printf -- '--file $(CURDIR)/$(BIN)/%s:/usr/local/bin/%s ' $$t $$t; done) && \
 	CGO_ENABLED=0 INTACT_TEST_STRICT=1 INTACT_VM_TIMING_LOG=$(CURDIR)/$(VM_TIMING) \
 		$(GO) test -count=1 -p 1 -timeout 20m -exec "$(CURDIR)/$(BIN)/vmexec --mode secureboot --mem 3072 $$files" \
 		$$(for d in $(CTR_VM_PKGS); do echo ./$$d/...; done)
