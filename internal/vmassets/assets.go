@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/intact-project/intact/internal/atomicfile"
@@ -303,7 +304,9 @@ func download(ctx context.Context, opts FetchOptions, log *slog.Logger) (*Assets
 	return a, nil
 }
 
-var uriLine = regexp.MustCompile(`^'([^']+)' (\S+) (\d+) SHA256:([0-9a-f]{64})$`)
+var uriLine = sync.OnceValue(func() *regexp.Regexp { // compiled on first use: intact links this package
+	return regexp.MustCompile(`^'([^']+)' (\S+) (\d+) SHA256:([0-9a-f]{64})$`)
+})
 
 // printURIs asks debian-fetch which files it would download and with which
 // SHA-256 (from the signed index).
@@ -327,7 +330,7 @@ func printURIs(ctx context.Context, fetch, suite, _ string, pkgs ...string) ([]D
 	var debs []Deb
 	sc := bufio.NewScanner(strings.NewReader(string(out)))
 	for sc.Scan() {
-		m := uriLine.FindStringSubmatch(strings.TrimSpace(sc.Text()))
+		m := uriLine().FindStringSubmatch(strings.TrimSpace(sc.Text()))
 		if m == nil {
 			continue
 		}
