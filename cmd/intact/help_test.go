@@ -43,7 +43,7 @@ func TestHelpNamesOnlyRealCommands(t *testing.T) {
 	for _, c := range []struct{ phrase, cmd string }{
 		{"dm-verity hash trees", "verity"}, {"fs-verity digests", "fsverity"}, {"EROFS layer images", "layer"},
 		{"IPE policies", "policy"}, {"signed images", "image"}, {"immutable host images", "host"},
-		{"UKI", "uki"}, {"kernel modules", "kmod"},
+		{"UKI", "uki"}, {"kernel modules", "module"}, {"driver", "driver"}, {"Authenticode", "efi"},
 	} {
 		if !strings.Contains(root.Long, c.phrase) {
 			continue

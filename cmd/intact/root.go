@@ -72,7 +72,9 @@ func newRootCmd(e *env) *cobra.Command {
 		Short: "Code integrity for Linux container hosts, from firmware to every container",
 		Long: `intact builds and checks the pieces of a code-integrity chain for container
 hosts: dm-verity hash trees and root-hash signatures, fs-verity digests,
-EROFS layer images, IPE policies and signed container images.
+EROFS layer images, IPE policies and signed container images; Authenticode
+signed UKIs and immutable host images for Secure Boot; signed kernel modules
+and driver volumes.
 
 Every command answers --help. Global flags: --json for machine-readable output
 on stdout, --quiet to print only what was asked for, --debug for debug logs.`,
