@@ -66,22 +66,22 @@ test-vm: deps build
 	INTACT_TEST_STRICT=1 INTACT_VM_HOST_TESTS=1 INTACT_VM_TIMING_LOG=$(CURDIR)/$(VM_TIMING) \
 		$(GO) test -count=1 -timeout 20m ./internal/vmtest/ ./host/ && \
 	CGO_ENABLED=0 INTACT_TEST_STRICT=1 INTACT_VM_TIMING_LOG=$(CURDIR)/$(VM_TIMING) \
-		$(GO) test -count=1 -p 1 -timeout 20m -exec "$(CURDIR)/$(BIN)/vmexec --mode secureboot --tool $(VM_TOOLS) --file $(CURDIR)/$(BIN)/intact:/usr/bin/intact $(VM_FILES)" \
+		$(GO) test -count=1 -p 1 -timeout 20m -exec "$(CURDIR)/$(BIN)/vmexec --mode secureboot --tool $(VM_TOOLS) --file $(CURDIR)/$(BIN)/intact:/usr/bin/intact --file $(CURDIR)/$(BIN)/intact-registry:/usr/bin/intact-registry $(VM_FILES)" \
 		$$(for d in $(VM_PKGS); do [ -d $$d ] && echo ./$$d/...; done); rc=$$?; \
 	if [ $$rc -eq 0 ]; then $(MAKE) --no-print-directory test-vm-containerd; rc=$$?; fi; \
 	cat $(VM_TIMING) 2>/dev/null; echo "test-vm: $$(( $$(date +%s) - start ))s in total"; exit $$rc
 
 # The intactd tests (package snapshotter) in their own guest, which carries
 # the real container stack: containerd, ctr, the runc shim, runc and crictl
-# (scripts/build-containerd), intactd, intact and the container payload
-# ctrprobe.
+# (scripts/build-containerd), intactd, intact, intact-registry (which
+# `intact registry serve` runs) and the container payload ctrprobe.
 CTR_VM_PKGS ?= snapshotter
 CTR_TOOLS   := containerd ctr containerd-shim-runc-v2 runc crictl
 test-vm-containerd: deps build
 	$(GO) build -o $(BIN)/vmexec ./internal/vmtest/cmd/vmexec
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/ctrprobe ./internal/ctrprobe
 	@cbin=$$(scripts/build-containerd) && files=$$(for t in $(CTR_TOOLS); do printf -- '--file %s/%s:/usr/local/bin/%s ' "$$cbin" $$t $$t; done; \
-		for t in intact intactd ctrprobe; do printf -- '--file $(CURDIR)/$(BIN)/%s:/usr/local/bin/%s ' $$t $$t; done) && \
+		for t in intact intact-registry intactd ctrprobe; do printf -- '--file $(CURDIR)/$(BIN)/%s:/usr/local/bin/%s ' $$t $$t; done) && \
 	CGO_ENABLED=0 INTACT_TEST_STRICT=1 INTACT_VM_TIMING_LOG=$(CURDIR)/$(VM_TIMING) \
 		$(GO) test -count=1 -p 1 -timeout 20m -exec "$(CURDIR)/$(BIN)/vmexec --mode secureboot --mem 3072 $$files" \
 		$$(for d in $(CTR_VM_PKGS); do echo ./$$d/...; done)
@@ -101,6 +101,7 @@ e2e test-e2e: deps build
 	echo "e2e: $$(( $$(date +%s) - start ))s; report: $(BIN)/e2e-report.json"; exit $$rc
 
 # The README's main-job command, run end to end (offline; as root it also
-# mounts the verified layers with the kernel's EROFS).
+# mounts the verified layers with the kernel's EROFS). bin/intact runs
+# bin/intact-registry, which build puts next to it.
 test-quickstart: build
-	@dir=$$(mktemp -d) && trap 'rm -rf "$$dir"' EXIT && $(GO) run ./cmd/intact quickstart --dir "$$dir"
+	@dir=$$(mktemp -d) && trap 'rm -rf "$$dir"' EXIT && $(BIN)/intact quickstart --dir "$$dir"

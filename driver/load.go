@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -74,7 +75,10 @@ type LoadOptions struct {
 	SkipFirmwarePath bool
 	// SysModule is /sys/module (tests).
 	SysModule string
-	Log       *slog.Logger
+	// Logger receives debug logs; nil discards them.
+	Logger *slog.Logger
+	// Deprecated: use Logger (the name every intact package uses).
+	Log *slog.Logger
 }
 
 // Volume is an opened and mounted driver volume.
@@ -117,7 +121,7 @@ func Open(ctx context.Context, img string, opts LoadOptions) (*Volume, *Manifest
 	}
 	p := verity.DefaultParams()
 	p.HashOffset = man.HashOffset
-	dev, err := veritydev.OpenConfig(ctx, veritydev.Config{Name: name, Data: img, Params: p, RootHash: root, Signature: sig, Log: opts.Log})
+	dev, err := veritydev.OpenConfig(ctx, veritydev.Config{Name: name, Data: img, Params: p, RootHash: root, Signature: sig, Logger: cmp.Or(opts.Logger, opts.Log)})
 	if err != nil {
 		return nil, nil, fmt.Errorf("driver: open %s: %w", img, err)
 	}

@@ -123,7 +123,7 @@ func (w *Writer) AddTar(ctx context.Context, r io.Reader) (*TarResult, error) {
 			break
 		}
 		if err != nil {
-			return nil, tarError(err, cr.n)
+			return nil, tarError(err, cr.n, res.Entries == 0)
 		}
 		res.Entries++
 		dataOff := cr.n
@@ -166,10 +166,18 @@ func (w *Writer) AddTar(ctx context.Context, r io.Reader) (*TarResult, error) {
 	return res, nil
 }
 
-func tarError(err error, off int64) error {
+// tarError words an error of the tar reader at stream offset off; first
+// says that no member has been read yet, when the input is most likely not
+// a tar stream at all rather than a damaged one.
+func tarError(err error, off int64, first bool) error {
+	const what = "a layer blob is a tar archive, plain or compressed with gzip or zstd"
 	switch {
+	case first && errors.Is(err, tar.ErrHeader):
+		return fmt.Errorf("not a valid tar stream: the first 512 bytes are not a tar header (%s): %w", what, err)
+	case first && errors.Is(err, io.ErrUnexpectedEOF) && off < 512:
+		return fmt.Errorf("not a valid tar stream: the input ends after %d bytes, before the first 512-byte tar header (%s): %w", off, what, err)
 	case errors.Is(err, tar.ErrHeader):
-		return fmt.Errorf("not a valid tar stream (bad header at offset %d): %w", off, err)
+		return fmt.Errorf("not a valid tar stream (bad header at offset %d): %w", max(off-512, 0), err)
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return fmt.Errorf("truncated tar stream at offset %d: %w", off, err)
 	}

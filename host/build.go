@@ -60,7 +60,10 @@ type Options struct {
 	// SourceDateEpoch is the build time recorded in the image; zero means
 	// DefaultSourceDateEpoch.
 	SourceDateEpoch int64
-	Log             *slog.Logger
+	// Logger receives progress and debug logs; nil discards them.
+	Logger *slog.Logger
+	// Deprecated: use Logger (the name every intact package uses).
+	Log *slog.Logger
 	// Progress, if set, is told about each step as it starts.
 	Progress func(step string)
 }
@@ -129,7 +132,10 @@ func Build(ctx context.Context, opts Options) (*Manifest, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
-	log := opts.Log
+	log := opts.Logger
+	if log == nil {
+		log = opts.Log
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

@@ -13,7 +13,7 @@ import (
 	"strings"
 
 	"github.com/intact-project/intact/efi"
-	"github.com/intact-project/intact/internal/vmtest"
+	"github.com/intact-project/intact/internal/vmassets"
 )
 
 // RunOptions configures Run.
@@ -58,9 +58,19 @@ type RunOptions struct {
 	// to the address appended to it (`intact host forward`).
 	Forward []string
 	// Assets are the VM tier's inputs (OVMF, virt-firmware); nil fetches
-	// them (cached) with vmtest.Fetch.
-	Assets *vmtest.Assets
-	Log    *slog.Logger
+	// them (cached) with vmassets.Fetch.
+	Assets *vmassets.Assets
+	// Logger receives debug logs; nil discards them.
+	Logger *slog.Logger
+	// Deprecated: use Logger (the name every intact package uses).
+	Log *slog.Logger
+}
+
+func (o *RunOptions) logger() *slog.Logger {
+	if o.Logger != nil {
+		return o.Logger
+	}
+	return o.Log
 }
 
 // GuestRegistry is where the guest reaches RunOptions.Registry.
@@ -82,7 +92,7 @@ func Run(ctx context.Context, opts RunOptions) error {
 	a := opts.Assets
 	if a == nil {
 		var err error
-		if a, err = vmtest.Fetch(ctx, vmtest.FetchOptions{Log: opts.Log}); err != nil {
+		if a, err = vmassets.Fetch(ctx, vmassets.FetchOptions{Log: opts.logger()}); err != nil {
 			return fmt.Errorf("%w: OVMF: %w", ErrRun, err)
 		}
 	}
@@ -109,8 +119,8 @@ func Run(ctx context.Context, opts RunOptions) error {
 	} else {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	}
-	if opts.Log != nil {
-		opts.Log.Debug("host: qemu", "args", strings.Join(args, " "))
+	if l := opts.logger(); l != nil {
+		l.Debug("host: qemu", "args", strings.Join(args, " "))
 	}
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
@@ -124,7 +134,7 @@ func Run(ctx context.Context, opts RunOptions) error {
 // PrepareVars writes a variable store: OVMF's empty template in setup
 // mode, else the template with the key set's PK, KEK and db enrolled and
 // Secure Boot on (virt-fw-vars).
-func PrepareVars(ctx context.Context, a *vmtest.Assets, keys string, setupMode bool, out, work string) error {
+func PrepareVars(ctx context.Context, a *vmassets.Assets, keys string, setupMode bool, out, work string) error {
 	if setupMode {
 		b, err := os.ReadFile(a.OVMFVars())
 		if err != nil {
@@ -139,7 +149,7 @@ func PrepareVars(ctx context.Context, a *vmtest.Assets, keys string, setupMode b
 	if err != nil {
 		return err
 	}
-	cmd, err := vmtest.VirtFirmware(ctx, a, "vars", filepath.Join(work, "pyshim"),
+	cmd, err := vmassets.VirtFirmware(ctx, a, "vars", filepath.Join(work, "pyshim"),
 		"-i", a.OVMFVars(), "-o", out,
 		"--set-pk", ks.Owner, filepath.Join(keys, "PK.crt"),
 		"--add-kek", ks.Owner, filepath.Join(keys, "KEK.crt"),
@@ -156,7 +166,7 @@ func PrepareVars(ctx context.Context, a *vmtest.Assets, keys string, setupMode b
 
 // QEMUArgs returns the QEMU command line for booting opts.Disk with the
 // variable store vars.
-func QEMUArgs(a *vmtest.Assets, vars string, opts RunOptions) []string {
+func QEMUArgs(a *vmassets.Assets, vars string, opts RunOptions) []string {
 	mem, cpus := opts.MemoryMB, opts.CPUs
 	if mem == 0 {
 		mem = 2048
@@ -170,7 +180,7 @@ func QEMUArgs(a *vmtest.Assets, vars string, opts RunOptions) []string {
 	}
 	cpu := os.Getenv("INTACT_VM_CPU")
 	if cpu == "" {
-		cpu = vmtest.DefaultCPU
+		cpu = vmassets.DefaultCPU
 	}
 	var drives []string
 	for i, d := range append(append([]string(nil), opts.Disks...), opts.Disk) {

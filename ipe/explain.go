@@ -39,28 +39,25 @@ func Explain(a *Access, pol *Policy, props *FileProps) *Explanation {
 	if e.Permissive && a.Action == ActionDeny {
 		e.Summary += " (permissive: enforce=0, the access went ahead)"
 	}
-	switch a.Match {
-	case MatchRule:
-		e.DecidedBy = "rule " + a.Rule
-		if pol != nil {
+	line := 0
+	if pol != nil {
+		switch a.Match {
+		case MatchRule:
 			for _, r := range pol.Rules {
 				if a.Matched != nil && r.Equal(*a.Matched) {
-					e.DecidedBy = fmt.Sprintf("rule on line %d: %s", r.Line, a.Rule)
+					line = r.Line
 					break
 				}
 			}
-		}
-	case MatchOpDefault:
-		e.DecidedBy = fmt.Sprintf("%s: no %s rule matched", a.Rule, a.OpName)
-		if pol != nil && a.Op >= 0 && a.Op < NumOps && pol.OpDefaultLine[a.Op] > 0 {
-			e.DecidedBy = fmt.Sprintf("%s (line %d): no %s rule matched", a.Rule, pol.OpDefaultLine[a.Op], a.OpName)
-		}
-	case MatchGlobal:
-		e.DecidedBy = fmt.Sprintf("%s: no %s rule matched and the operation has no DEFAULT of its own", a.Rule, a.OpName)
-		if pol != nil && pol.GlobalDefaultLine > 0 {
-			e.DecidedBy = fmt.Sprintf("%s (line %d): no %s rule matched and the operation has no DEFAULT of its own", a.Rule, pol.GlobalDefaultLine, a.OpName)
+		case MatchOpDefault:
+			if a.Op >= 0 && a.Op < NumOps {
+				line = pol.OpDefaultLine[a.Op]
+			}
+		case MatchGlobal:
+			line = pol.GlobalDefaultLine
 		}
 	}
+	e.DecidedBy = describeMatch(a.Match, a.Rule, a.OpName, line)
 	if a.Anonymous() {
 		e.Why = append(e.Why, "there is no file: for anonymous memory boot_verified, dmverity_signature and fsverity_signature are FALSE and no digest matches")
 		if a.Op == OpExecute {
@@ -138,4 +135,48 @@ func AllowRules(props *FileProps, op Op) []string {
 		out = append(out, "no IPE rule can allow this file without allowing untrusted files: it is not on dm-verity, has no fs-verity digest and is not from the initramfs; ship it in a signed dm-verity image (intact layer convert / intact image sign)")
 	}
 	return out
+}
+
+// DecidedBy names what decided d under pol, in the words Explain uses for
+// audit records ("rule on line 4: op=...", "DEFAULT op=EXECUTE action=DENY
+// (line 3): no EXECUTE rule matched", "no active policy"), and the policy
+// line (0 if none).
+func (d Decision) DecidedBy(pol *Policy) (string, int) {
+	line := 0
+	switch {
+	case d.Match == MatchRule && d.Rule != nil:
+		line = d.Rule.Line
+	case d.Match == MatchOpDefault && pol != nil && d.Op >= 0 && d.Op < NumOps:
+		line = pol.OpDefaultLine[d.Op]
+	case d.Match == MatchGlobal && pol != nil:
+		line = pol.GlobalDefaultLine
+	}
+	text := d.AuditRule()
+	if d.Match == MatchRule && d.Rule != nil {
+		text = d.Rule.String()
+	}
+	return describeMatch(d.Match, text, d.Op.String(), line), line
+}
+
+// describeMatch words a decision: rule is the rule or DEFAULT as text,
+// line its policy line (0 if unknown).
+func describeMatch(m MatchKind, rule, op string, line int) string {
+	at := ""
+	if line > 0 {
+		at = fmt.Sprintf(" (line %d)", line)
+	}
+	switch m {
+	case MatchNoPolicy:
+		return "no active policy"
+	case MatchRule:
+		if line > 0 {
+			return fmt.Sprintf("rule on line %d: %s", line, rule)
+		}
+		return "rule " + rule
+	case MatchOpDefault:
+		return fmt.Sprintf("%s%s: no %s rule matched", rule, at, op)
+	case MatchGlobal:
+		return fmt.Sprintf("%s%s: no %s rule matched and the operation has no DEFAULT of its own", rule, at, op)
+	}
+	return ""
 }

@@ -32,10 +32,20 @@ func TestGenerateSemantics(t *testing.T) {
 		if !res.Valid() {
 			t.Fatalf("mask %d: %v\n%s", mask, res.Err, text)
 		}
+		danger := false
 		for _, w := range res.Warnings {
 			if w.Code == "anon-exec-denied" || w.Code == "exec-default-allow" || w.Code == "shadowed" || w.Code == "never-matches" {
 				t.Errorf("mask %d: warning %v\n%s", mask, w, text)
 			}
+			if w.Code == "allows-untrusted" {
+				danger = true
+				if !w.Danger {
+					t.Errorf("mask %d: allows-untrusted is not marked dangerous", mask)
+				}
+			}
+		}
+		if danger != in.AllowAnonymousExec {
+			t.Errorf("mask %d: allows-untrusted reported %v, --allow-anonymous-exec %v\n%s", mask, danger, in.AllowAnonymousExec, text)
 		}
 		if f, _ := Format(text); !bytes.Equal(f, text) {
 			t.Errorf("mask %d: not canonical", mask)
@@ -136,6 +146,12 @@ func TestLintWarnings(t *testing.T) {
 		{"op-denied", "DEFAULT action=DENY\nop=EXECUTE action=ALLOW\n", "DEFAULT action=DENY\nop=EXECUTE action=ALLOW\nop=KMODULE boot_verified=TRUE action=ALLOW\nop=FIRMWARE boot_verified=TRUE action=ALLOW\n"},
 		{"duplicate-property", "DEFAULT action=ALLOW\nop=EXECUTE boot_verified=FALSE boot_verified=FALSE action=DENY\n", "DEFAULT action=ALLOW\nop=EXECUTE boot_verified=FALSE action=DENY\n"},
 		{"nul-byte", "DEFAULT action=ALLOW\n\x00junk", "DEFAULT action=ALLOW\n"},
+		{"allows-untrusted", "DEFAULT action=DENY\nop=EXECUTE boot_verified=FALSE dmverity_signature=FALSE fsverity_signature=FALSE action=ALLOW\n", "DEFAULT action=DENY\nop=EXECUTE dmverity_signature=TRUE action=ALLOW\n"},
+		{"allows-untrusted", "DEFAULT action=DENY\nop=EXECUTE action=ALLOW\n", "DEFAULT action=DENY\nop=EXECUTE dmverity_roothash=sha256:" + h + " action=ALLOW\n"},
+		{"allows-untrusted", "DEFAULT action=ALLOW\nDEFAULT op=KMODULE action=DENY\nop=KMODULE dmverity_signature=FALSE action=ALLOW\n", "DEFAULT action=ALLOW\nDEFAULT op=KMODULE action=DENY\nop=KMODULE boot_verified=TRUE action=ALLOW\n"},
+		// dmverity_signature=FALSE and fsverity_signature=FALSE hold for any file.
+		{"allows-untrusted", "DEFAULT action=DENY\nop=EXECUTE dmverity_signature=FALSE boot_verified=FALSE action=ALLOW\n", "DEFAULT action=DENY\nop=EXECUTE boot_verified=FALSE action=DENY\nop=EXECUTE boot_verified=FALSE action=ALLOW\n"},
+		{"allows-untrusted", "DEFAULT action=DENY\nop=EXECUTE fsverity_signature=FALSE boot_verified=FALSE action=ALLOW\n", "DEFAULT action=DENY\nop=EXECUTE fsverity_digest=sha256:" + h + " action=ALLOW\n"},
 	} {
 		has := func(text string) bool {
 			res := Lint([]byte(hdr+text), LintOptions{})

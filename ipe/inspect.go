@@ -31,7 +31,9 @@ type Inspector struct {
 	// FSVerity measures a file's fs-verity state; nil state means verity
 	// is not enabled on the file. Nil func: unknown.
 	FSVerity func(ctx context.Context, path string) (*FSVerityState, error)
-	// Log receives debug messages; nil discards them.
+	// Logger receives debug messages; nil discards them.
+	Logger *slog.Logger
+	// Deprecated: use Logger (the name every intact package uses).
 	Log *slog.Logger
 }
 

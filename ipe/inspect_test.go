@@ -73,8 +73,9 @@ func TestInspectDMVerityFromTable(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "prog")
 	must(t, os.WriteFile(file, []byte("x"), 0o755))
-	var st syscall.Stat_t
-	must(t, syscall.Stat(file, &st))
+	fi, err := os.Stat(file)
+	must(t, err)
+	st := fi.Sys().(*syscall.Stat_t)
 	major, minor := linux.Major(st.Dev), linux.Minor(st.Dev)
 	if major == 0 {
 		t.Skip("temporary directory is on a file system without a block device")
@@ -150,8 +151,9 @@ func TestRootInspectOverlay(t *testing.T) {
 		if fp.MountFSType != "overlay" || fp.RealPath != want || fp.BootVerified {
 			t.Errorf("%s: %+v, want real path %s", name, fp, want)
 		}
-		var st syscall.Stat_t
-		must(t, syscall.Stat(want, &st))
+		fi, err := os.Stat(want)
+		must(t, err)
+		st := fi.Sys().(*syscall.Stat_t)
 		if fp.Device != fmt.Sprintf("%d:%d", linux.Major(st.Dev), linux.Minor(st.Dev)) {
 			t.Errorf("%s: device %s, real file's %d:%d", name, fp.Device, linux.Major(st.Dev), linux.Minor(st.Dev))
 		}

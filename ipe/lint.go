@@ -32,6 +32,9 @@ type Finding struct {
 	Col     int    `json:"column,omitempty"`
 	Message string `json:"message"`
 	Hint    string `json:"hint,omitempty"`
+	// Danger marks findings that let untrusted code run: the policy is
+	// accepted but does not protect what it seems to.
+	Danger bool `json:"danger,omitempty"`
 }
 
 func (f Finding) String() string {
@@ -265,6 +268,24 @@ func Warnings(p *Policy) []Finding {
 			Message: "EXECUTE is denied for anonymous executable memory (mmap/mprotect PROT_EXEC without a file): JITs (Java, V8/Node, .NET, LuaJIT, PCRE JIT) fail",
 			Hint: "IPE has no property that tells anonymous memory apart from an untrusted file; allowing it needs a rule like " +
 				"op=EXECUTE boot_verified=FALSE dmverity_signature=FALSE fsverity_signature=FALSE action=ALLOW, which also allows every untrusted file: run JITs with a non-executable mode or accept the denial"})
+	}
+	// Rules that let untrusted code through: a file on no trusted storage
+	// (boot_verified, dmverity_* and fsverity_* all false: what an attacker
+	// writes to /tmp, /dev/shm or a container's writable layer) is allowed
+	// by a rule. An unsigned dm-verity device or an unsigned fs-verity file
+	// with an unpinned digest, which anyone with root can make, satisfies
+	// the same properties.
+	for op := Op(0); op < NumOps; op++ {
+		d := p.Evaluate(Context{Op: op})
+		if d.Action != ActionAllow || d.Match != MatchRule {
+			continue
+		}
+		msg := fmt.Sprintf("rule allows %s of any file on untrusted storage: whatever an attacker can write (/tmp, /dev/shm, a container's writable layer) passes, so the policy does not enforce code integrity for %s", op, op)
+		if op == OpExecute && p.Evaluate(Context{Op: op, Anonymous: true}).Rule == d.Rule {
+			msg += "; it is also what allows anonymous executable memory (JITs): IPE has no property that tells the two apart"
+		}
+		add(Finding{Code: "allows-untrusted", Line: d.Rule.Line, Danger: true, Message: msg,
+			Hint: "allow trusted sources only (dmverity_signature=TRUE, dmverity_roothash=..., fsverity_digest=..., boot_verified=TRUE before switch_root); for JITs prefer a non-executable mode to this rule"})
 	}
 	for op := Op(0); op < NumOps; op++ {
 		if op == OpExecute || p.EffectiveDefault(op) != ActionDeny {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -27,23 +28,29 @@ const maxNodeRead = MaxBlobSize + 1
 type SecurityFS struct {
 	// Root is the securityfs mount point; empty means DefaultSecurityFS.
 	Root string
-	// Log receives debug messages; nil discards them.
+	// Logger receives debug messages; nil discards them.
+	Logger *slog.Logger
+	// Deprecated: use Logger (the name every intact package uses).
 	Log *slog.Logger
 }
 
-func (s *SecurityFS) dir() string {
-	r := s.Root
-	if r == "" {
-		r = DefaultSecurityFS
+func (s *SecurityFS) root() string {
+	if s.Root == "" {
+		return DefaultSecurityFS
 	}
-	return filepath.Join(r, "ipe")
+	return s.Root
 }
 
+func (s *SecurityFS) dir() string { return filepath.Join(s.root(), "ipe") }
+
 func (s *SecurityFS) log() *slog.Logger {
-	if s.Log == nil {
-		return slog.New(slog.DiscardHandler)
+	switch {
+	case s.Logger != nil:
+		return s.Logger
+	case s.Log != nil:
+		return s.Log
 	}
-	return s.Log
+	return slog.New(slog.DiscardHandler)
 }
 
 // Available reports whether the IPE directory exists at the root.
@@ -181,6 +188,42 @@ func (s *SecurityFS) Active(ctx context.Context) (PolicyInfo, bool, error) {
 		}
 	}
 	return PolicyInfo{}, false, nil
+}
+
+// ActivePolicy returns the policy IPE enforces now. A nil policy with a nil
+// error means IPE decides nothing, for the reason given: no policy is
+// active, or IPE is not among the kernel's LSMs (securityfs's lsm file says
+// so). Whatever cannot be read is an error, never "no policy": a caller
+// must not conclude ALLOW from a securityfs it could not read (not
+// mounted, not permitted, a policy without its text).
+func (s *SecurityFS) ActivePolicy(ctx context.Context) (*Policy, string, error) {
+	if err := s.Available(); err != nil {
+		lsm, lerr := os.ReadFile(filepath.Join(s.root(), "lsm"))
+		if lerr != nil {
+			return nil, "", fmt.Errorf("%w; cannot tell whether IPE is active: %w", err, lerr)
+		}
+		list := strings.TrimSpace(string(lsm))
+		if !slices.Contains(strings.Split(list, ","), "ipe") {
+			return nil, "IPE is not among the kernel's LSMs (" + list + ")", nil
+		}
+		return nil, "", err
+	}
+	act, ok, err := s.Active(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	if !ok {
+		return nil, "no IPE policy is active", nil
+	}
+	text, err := s.PolicyText(act.Name)
+	if err != nil {
+		return nil, "", err
+	}
+	p, err := Parse(text)
+	if err != nil {
+		return nil, "", fmt.Errorf("ipe: active policy %s: %w", act.Name, err)
+	}
+	return p, "", nil
 }
 
 func (s *SecurityFS) policyDir(name string) (string, error) {

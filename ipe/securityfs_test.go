@@ -300,3 +300,42 @@ func runTool(t *testing.T, tool string, args ...string) []byte {
 	}
 	return out
 }
+
+// TestActivePolicyFailsClosed: only "no policy is active" and "IPE is not
+// among the LSMs" give a nil policy without an error; a securityfs that is
+// not mounted or cannot be read is an error, never taken for ALLOW.
+func TestActivePolicyFailsClosed(t *testing.T) {
+	ctx := context.Background()
+	const text = "policy_name=a policy_version=1.0.0\nDEFAULT action=DENY\n"
+	mk := func(active string) string {
+		root := t.TempDir()
+		pd := filepath.Join(root, "ipe", "policies", "a")
+		os.MkdirAll(pd, 0o755)
+		for n, v := range map[string]string{"name": "a", "version": "1.0.0", "active": active, "policy": text} {
+			os.WriteFile(filepath.Join(pd, n), []byte(v), 0o644)
+		}
+		return root
+	}
+	if p, _, err := (&SecurityFS{Root: mk("1")}).ActivePolicy(ctx); err != nil || p == nil || p.Name != "a" {
+		t.Fatalf("active: %v %v", p, err)
+	}
+	if p, why, err := (&SecurityFS{Root: mk("0")}).ActivePolicy(ctx); err != nil || p != nil || !strings.Contains(why, "no IPE policy is active") {
+		t.Errorf("inactive: %v %q %v", p, why, err)
+	}
+	noIPE := t.TempDir()
+	os.WriteFile(filepath.Join(noIPE, "lsm"), []byte("lockdown,capability,landlock\n"), 0o444)
+	if p, why, err := (&SecurityFS{Root: noIPE}).ActivePolicy(ctx); err != nil || p != nil || !strings.Contains(why, "not among") {
+		t.Errorf("no ipe in lsm: %v %q %v", p, why, err)
+	}
+	ipeListed := t.TempDir()
+	os.WriteFile(filepath.Join(ipeListed, "lsm"), []byte("capability,ipe\n"), 0o444)
+	noText := mk("1")
+	os.Remove(filepath.Join(noText, "ipe", "policies", "a", "policy"))
+	badText := mk("1")
+	os.WriteFile(filepath.Join(badText, "ipe", "policies", "a", "policy"), []byte("junk"), 0o644)
+	for name, root := range map[string]string{"not-mounted": t.TempDir(), "ipe-listed-no-dir": ipeListed, "no-text": noText, "bad-text": badText} {
+		if p, _, err := (&SecurityFS{Root: root}).ActivePolicy(ctx); err == nil || p != nil {
+			t.Errorf("%s: %v %v, want an error", name, p, err)
+		}
+	}
+}

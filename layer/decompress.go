@@ -3,6 +3,7 @@ package layer
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -112,8 +113,9 @@ func (d *decodeReader) Read(p []byte) (int, error) {
 	n, err := d.r.Read(p)
 	if err != nil && err != io.EOF {
 		var ie *inputError
-		if errors.Is(err, errLimit) || errors.As(err, &ie) {
-			return n, err
+		if errors.Is(err, errLimit) || errors.As(err, &ie) ||
+			errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return n, err // the input's, the limit's or the caller's
 		}
 		err = fmt.Errorf("%w: %s stream: %v", ErrCorruptInput, d.kind, err)
 	}

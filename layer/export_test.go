@@ -33,3 +33,9 @@ func MoveUp(ctx context.Context, f interface {
 
 // MoveBuf is moveUp's unit.
 const MoveBuf = moveBuf
+
+// DecodeReader is the reader Convert puts between the decompressor and the
+// tar reader, for its own tests.
+func DecodeReader(r io.Reader, kind Compression) io.Reader {
+	return &decodeReader{r: r, kind: kind}
+}

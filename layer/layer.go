@@ -225,10 +225,10 @@ func Convert(ctx context.Context, in io.Reader, out Output, opts Options) (*Resu
 	}
 	defer vb.Close()
 
-	// Sinks of the decompressed stream besides the tar parser: the diff_id,
-	// and for tar-index the tar's own verity level 0 and its destination.
-	diffHash := sha256.New()
-	sinks := []func([]byte) error{func(b []byte) error { diffHash.Write(b); return nil }}
+	// Sinks of the decompressed stream besides the tar parser: the diff_id
+	// (added below, for compressed input only), and for tar-index the
+	// tar's own verity level 0 and its destination.
+	var sinks []func([]byte) error
 	var tb *verity.Builder
 	var dest *tarDest
 	if opts.Profile == ProfileTarIndex {
@@ -249,7 +249,7 @@ func Convert(ctx context.Context, in io.Reader, out Output, opts Options) (*Resu
 	// Input digest over every input byte, read and hashed in its own
 	// goroutine; decompression in another (see pipeline.go).
 	inHash := sha256.New()
-	pre := newPrefetch(in, inHash)
+	pre := newPrefetch(ctx, in, inHash)
 	br := bufio.NewReaderSize(pre, 1<<20)
 	raw, comp, err := decompress(br)
 	if err != nil {
@@ -257,9 +257,20 @@ func Convert(ctx context.Context, in io.Reader, out Output, opts Options) (*Resu
 		return nil, err
 	}
 	defer raw.Close()
+	// The diff_id is the SHA-256 of the decompressed stream. Uncompressed,
+	// that is every input byte, which the input digest already hashes.
+	var diffHash hash.Hash
+	if comp != CompressionNone {
+		diffHash = sha256.New()
+		sinks = append([]func([]byte) error{func(b []byte) error { diffHash.Write(b); return nil }}, sinks...)
+	}
 	lim := &limitReader{r: &decodeReader{r: raw, kind: comp}, max: opts.MaxSize}
 	fan := newFanout(lim, sinks...)
+	// Cancellation stops the pipeline at once (Read, the sinks and the
+	// producer), also while the input stalls.
+	stopCancel := context.AfterFunc(ctx, func() { fan.fail(ctx.Err()) })
 	defer func() {
+		stopCancel()
 		// The input first: the decompressor may be waiting for it.
 		pre.stop()
 		fan.stop()
@@ -280,7 +291,10 @@ func Convert(ctx context.Context, in io.Reader, out Output, opts Options) (*Resu
 			return err
 		}
 		res.Digest = digestString(inHash)
-		res.DiffID = digestString(diffHash)
+		res.DiffID = res.Digest
+		if diffHash != nil {
+			res.DiffID = digestString(diffHash)
+		}
 		return nil
 	}
 

@@ -1,11 +1,13 @@
 package layer
 
 import (
+	"context"
 	"errors"
 	"hash"
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // The conversion runs as a pipeline of goroutines connected by channels of
@@ -34,7 +36,15 @@ var errStopped = errors.New("layer: pipeline stopped")
 // bytes on in chunks: the input's read syscalls and SHA-256 stay off the
 // decompressor's goroutine. Convert reads it to EOF (past the end of the
 // compressed stream too), so the digest covers the whole input.
+//
+// Once ctx is done, Read returns ctx's error at once, even while a Read of
+// src blocks (a stalled pipe or network stream), and stop does not wait for
+// such a Read: the goroutine ends when it returns. A src with
+// SetReadDeadline (a pipe or FIFO opened with os.Open, a net.Conn) is given
+// a deadline in the past so that it returns at once.
 type prefetch struct {
+	ctx  context.Context
+	src  io.Reader
 	out  chan []byte
 	free chan []byte
 	quit chan struct{}
@@ -46,8 +56,8 @@ type prefetch struct {
 	rerr error // what Read returns at the end
 }
 
-func newPrefetch(src io.Reader, h hash.Hash) *prefetch {
-	p := &prefetch{out: make(chan []byte, chunkDepth), free: make(chan []byte, chunkDepth+2),
+func newPrefetch(ctx context.Context, src io.Reader, h hash.Hash) *prefetch {
+	p := &prefetch{ctx: ctx, src: src, out: make(chan []byte, chunkDepth), free: make(chan []byte, chunkDepth+2),
 		quit: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
@@ -92,7 +102,14 @@ func (p *prefetch) Read(b []byte) (int, error) {
 		if p.rerr != nil {
 			return 0, p.rerr
 		}
-		c, ok := <-p.out
+		var c []byte
+		var ok bool
+		select {
+		case c, ok = <-p.out:
+		case <-p.ctx.Done():
+			p.rerr = p.ctx.Err()
+			return 0, p.rerr
+		}
 		if !ok {
 			p.rerr = io.EOF
 			if p.err != nil {
@@ -110,17 +127,33 @@ func (p *prefetch) Read(b []byte) (int, error) {
 // wait waits until the whole input was read and hashed and returns the
 // input's error, if any.
 func (p *prefetch) wait() error {
-	<-p.done
+	select {
+	case <-p.done:
+	case <-p.ctx.Done():
+		return p.ctx.Err()
+	}
 	if p.err != nil {
 		return &inputError{p.err}
 	}
 	return nil
 }
 
-// stop makes the goroutine quit and waits for it.
+// stop makes the goroutine quit and waits for it, except for a Read of src
+// that blocks after ctx is done (see prefetch).
 func (p *prefetch) stop() {
 	p.once.Do(func() { close(p.quit) })
-	<-p.done
+	select {
+	case <-p.done:
+		return
+	case <-p.ctx.Done():
+	}
+	if d, ok := p.src.(interface{ SetReadDeadline(time.Time) error }); ok {
+		d.SetReadDeadline(time.Now())
+	}
+	select {
+	case <-p.done:
+	case <-time.After(100 * time.Millisecond):
+	}
 }
 
 // inputError marks a failure to read the layer blob itself (as opposed to

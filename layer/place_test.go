@@ -346,3 +346,50 @@ func bigLayer(t *testing.T, n int) []byte {
 	}
 	return erofstest.Tar(m)
 }
+
+// TestCancelWhileInputStalls: cancelling ctx ends a conversion whose input
+// stopped sending (before any byte, and after half a layer, plain and
+// gzip) with ctx's error at once. A pollable input (a pipe, which has
+// SetReadDeadline) is released too: no goroutine outlives Convert.
+func TestCancelWhileInputStalls(t *testing.T) {
+	half := bigLayer(t, 2)
+	half = half[:len(half)/2]
+	before := runtime.NumGoroutine()
+	for _, c := range []struct {
+		name  string
+		first []byte
+	}{{"nothing", nil}, {"half-plain", half}, {"half-gzip", gz(t, half)[:len(half)/4]}} {
+		for _, p := range profiles {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			go func() { w.Write(c.first) }() // then stall: w stays open
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(200*time.Millisecond, cancel)
+			f, err := os.Create(filepath.Join(t.TempDir(), "o"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			_, err = layer.Convert(ctx, r, f, layer.Options{Profile: p, TempDir: t.TempDir()})
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("%s/%s: %v, want context.Canceled", c.name, p, err)
+			}
+			if d := time.Since(start); d > 20*time.Second {
+				t.Errorf("%s/%s: Convert returned %v after it started", c.name, p, d)
+			}
+			f.Close()
+			w.Close()
+			r.Close()
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<20)
+		t.Fatalf("%d goroutines left behind (%d before):\n%s", n-before, before, buf[:runtime.Stack(buf, true)])
+	}
+}

@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/intact-project/intact/internal/registry"
 	"github.com/intact-project/intact/internal/sampleimage"
 )
 
@@ -24,7 +26,7 @@ type signedFixture struct {
 
 func newSignedFixture(t *testing.T, opts sampleimage.Options) *signedFixture {
 	t.Helper()
-	s := startRegistry(t, ServerOptions{})
+	s := startRegistry(t, registry.ServerOptions{})
 	repo := openRepo(t, s.Addr, "attack:v1", testRemote)
 	img := pushSample(t, repo, opts)
 	sign(t, repo, PlatformSelector{All: true})
@@ -243,11 +245,60 @@ func TestSelectionNewestWins(t *testing.T) {
 }
 
 func TestUnsignedImage(t *testing.T) {
-	s := startRegistry(t, ServerOptions{})
+	s := startRegistry(t, registry.ServerOptions{})
 	repo := openRepo(t, s.Addr, "unsigned:v1", testRemote)
 	pushSample(t, repo, sampleimage.Options{})
 	rep := verify(t, repo, testPKI.Roots(), false)
 	if rep.OK || !strings.Contains(rep.Platforms[0].Error, ErrNoReferrer.Error()) {
 		t.Fatalf("ok=%v %q", rep.OK, rep.Platforms[0].Error)
+	}
+}
+
+// TestReSignWithinTheSameSecondWins: a re-sign (a rotated key) within the
+// same second as the referrer it replaces, even with a clock that is
+// behind, gets a created time strictly later than every existing referrer
+// of the subject, with sub-second precision, and is the one selected. With
+// one-second created times the two tied and the smaller digest won, which
+// half the time is the old one.
+func TestReSignWithinTheSameSecondWins(t *testing.T) {
+	f := newSignedFixture(t, sampleimage.Options{Compressions: []sampleimage.Compression{sampleimage.Gzip}})
+	ctx := context.Background()
+	prev := f.sel.Selected
+	for i := 0; i < 6; i++ {
+		leaf, err := testPKI.IssueLeaf(fmt.Sprintf("rotated %d", i), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The same Created as the first signature: a clock that did not
+		// move (or went back).
+		s, err := NewSigner(SignOptions{Key: leaf.Key, Cert: leaf.Certificate, Chain: testPKI.Chain(), Platforms: PlatformSelector{All: true},
+			TempDir: t.TempDir(), Created: f.sel.Selected.Created})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := s.Sign(ctx, f.repo)
+		s.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sel, err := f.repo.SelectBundle(ctx, f.p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := sel.Selected
+		if got.Desc.Digest != res.Platforms[0].Referrer.Digest {
+			t.Fatalf("re-sign %d: selected %s (created %s), not the new referrer %s; the previous was created %s",
+				i, got.Desc.Digest, got.Manifest.Annotations[AnnotationCreated], res.Platforms[0].Referrer.Digest, prev.Manifest.Annotations[AnnotationCreated])
+		}
+		if !got.Created.After(prev.Created) || got.Created.Sub(prev.Created) < time.Millisecond {
+			t.Fatalf("re-sign %d: created %s is not at least 1ms after %s", i, got.Created, prev.Created)
+		}
+		if c := got.Manifest.Annotations[AnnotationCreated]; !strings.Contains(c, ".") || !strings.HasSuffix(c, "Z") {
+			t.Errorf("created %q is not a sub-second RFC 3339 UTC time", c)
+		}
+		if rep := verify(t, f.repo, testPKI.Roots(), false); !rep.OK || rep.Platforms[0].Referrer != got.Desc.Digest {
+			t.Fatalf("verify: %v", rep.Err())
+		}
+		prev = got
 	}
 }

@@ -66,7 +66,7 @@ func VerifyRootHashSignature(der []byte, rootHex string, roots *x509.CertPool) (
 	return v.Signer, nil
 }
 
-// Tar-index profile constants (specs/interop.md): verity over the data
+// Tar-index profile constants (docs/formats.md, "Layer profiles"): verity over the data
 // device metadata ‖ tar ‖ zeros to 4096, sha256, 512-byte blocks, 32 zero
 // bytes of salt, superblock at offset 0 of the tree blob.
 const (
@@ -130,7 +130,7 @@ func CheckTree(tree io.ReaderAt, treeSize int64, metadata []byte, rootHex string
 	return p.DataBlocks, nil
 }
 
-// EROFS superblock fields the tar-index profile fixes (specs/interop.md).
+// EROFS superblock fields the tar-index profile fixes (docs/formats.md).
 const (
 	erofsSuperOffset = 1024
 	erofsMagic       = 0xE0F5E1E2

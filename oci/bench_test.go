@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/intact-project/intact/internal/registry"
 	"github.com/intact-project/intact/internal/sampleimage"
 )
 
@@ -23,7 +24,7 @@ func BenchmarkSign(b *testing.B) {
 		mib = v
 	}
 	ctx := context.Background()
-	s, err := StartServer(ctx, ServerOptions{})
+	s, err := registry.StartServer(ctx, registry.ServerOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -17,8 +17,9 @@ import (
 	"github.com/intact-project/intact/pkcs7"
 )
 
-// Rule is one requirement of the interop contract (specs/interop.md, the
-// Azure Linux containerd2 2.3.4-2 consumer) on a dm-verity referrer.
+// Rule is one requirement of the interop contract (docs/formats.md,
+// "Referrer artifact" and "The consumer": Azure Linux containerd2 2.3.4-2) on
+// a dm-verity referrer.
 type Rule struct {
 	ID   string
 	Text string

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -18,6 +19,7 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/intact-project/intact/internal/registry"
 	"github.com/intact-project/intact/internal/sampleimage"
 )
 
@@ -118,7 +120,7 @@ func referrerCount(t *testing.T, direct *Repo, m ocispec.Descriptor) int {
 // TestSignFaults injects registry faults while signing: each gives a clear
 // error, and no referrer is left behind.
 func TestSignFaults(t *testing.T) {
-	s := startRegistry(t, ServerOptions{})
+	s := startRegistry(t, registry.ServerOptions{})
 	direct := openRepo(t, s.Addr, "faults:v1", testRemote)
 	img := pushSample(t, direct, sampleimage.Options{PayloadSize: 1 << 20})
 	m := img.Manifests[0]
@@ -195,7 +197,7 @@ func TestSignFaults(t *testing.T) {
 // TestVerifyFaults injects registry faults while verifying: each makes the
 // verdict negative with a clear reason.
 func TestVerifyFaults(t *testing.T) {
-	s := startRegistry(t, ServerOptions{})
+	s := startRegistry(t, registry.ServerOptions{})
 	direct := openRepo(t, s.Addr, "vfaults:v1", testRemote)
 	img := pushSample(t, direct, sampleimage.Options{})
 	res := sign(t, direct, PlatformSelector{All: true})
@@ -271,4 +273,38 @@ func pushRawReferrer(t *testing.T, repo *Repo, m ocispec.Manifest) ocispec.Descr
 		t.Fatal(err)
 	}
 	return desc
+}
+
+// TestTimeoutIncludesRetries: a registry that accepts connections and never
+// answers fails a request after RemoteOptions.Timeout with ErrTimeout, not
+// after Timeout per attempt plus the backoff between attempts.
+func TestTimeoutIncludesRetries(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { <-done; c.Close() }()
+		}
+	}()
+	repo, err := Open(context.Background(), ln.Addr().String()+"/x/y:v1", RemoteOptions{PlainHTTP: true, NoCredentials: true, Timeout: 400 * time.Millisecond, MaxRetries: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = repo.Resolve(context.Background())
+	if !errors.Is(err, ErrTimeout) {
+		t.Errorf("Resolve: %v, want ErrTimeout", err)
+	}
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Errorf("a 400ms timeout with 3 retries took %v", d)
+	}
 }

@@ -16,15 +16,16 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/intact-project/intact/internal/registry"
 	"github.com/intact-project/intact/internal/sampleimage"
 	"github.com/intact-project/intact/internal/testpki"
 	"github.com/intact-project/intact/internal/testutil"
 )
 
 // startRegistry starts an embedded olareg on loopback for one test.
-func startRegistry(t *testing.T, opts ServerOptions) *Server {
+func startRegistry(t *testing.T, opts registry.ServerOptions) *registry.Server {
 	t.Helper()
-	s, err := StartServer(context.Background(), opts)
+	s, err := registry.StartServer(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package oci
 
 import (
 	"context"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -91,7 +90,7 @@ func Inspect(ctx context.Context, repo *Repo, sel PlatformSelector) (*InspectRes
 				continue
 			}
 			if !b.Created.IsZero() {
-				ir.Created = b.Created.UTC().Format(time.RFC3339)
+				ir.Created = FormatCreated(b.Created)
 			}
 			for _, l := range uniqueLayers(p.Manifest.Layers) {
 				e := b.Layers[l.Digest]

@@ -17,7 +17,7 @@ import (
 )
 
 // Materialized is a layer's data device and hash tree on disk, as a host
-// builds them from a referrer (specs/interop.md, "Materialization").
+// builds them from a referrer (docs/formats.md, "The consumer", materialization).
 type Materialized struct {
 	Data     string // layer.erofs: metadata ‖ decompressed tar ‖ zeros to 4096
 	Tree     string // layer.erofs.hashtree: superblock at 0, then the tree

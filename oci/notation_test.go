@@ -14,6 +14,7 @@ import (
 	"github.com/notaryproject/notation-go/verifier/trustpolicy"
 	"github.com/notaryproject/notation-go/verifier/truststore"
 
+	"github.com/intact-project/intact/internal/registry"
 	"github.com/intact-project/intact/internal/sampleimage"
 	"github.com/intact-project/intact/internal/testpki"
 )
@@ -24,7 +25,7 @@ import (
 // CA; a trust store holding another CA must refuse it.
 func TestNotationSign(t *testing.T) {
 	ctx := context.Background()
-	s := startRegistry(t, ServerOptions{})
+	s := startRegistry(t, registry.ServerOptions{})
 	for _, format := range []string{"cose", "jws"} {
 		t.Run(format, func(t *testing.T) {
 			repo := openRepo(t, s.Addr, "notation/"+format+":v1", testRemote)

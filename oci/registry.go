@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"strings"
 	"time"
@@ -28,18 +29,25 @@ import (
 
 // RemoteOptions says how to reach an image. The zero value uses TLS, the
 // Docker credentials configuration (~/.docker/config.json and its helpers,
-// as docker, oras and notation do), three retries on 5xx and 429, and
-// 30-second connect, response and idle-read timeouts.
+// as docker, oras and notation do), up to three retries on 5xx, 429 and
+// network errors, and a 30-second bound on waiting for the registry.
 type RemoteOptions struct {
 	// OCILayout, if set, is a local OCI image layout directory; the
 	// reference is then a tag or a digest in it.
 	OCILayout string
+	// ReadOnly opens an OCILayout for reading only: nothing in the
+	// directory is created or rewritten (it may be on read-only storage),
+	// and pushes fail with ErrReadOnly.
+	ReadOnly bool
 	// PlainHTTP talks HTTP instead of HTTPS (for loopback registries).
 	PlainHTTP bool
 	// NoCredentials skips the Docker credentials configuration.
 	NoCredentials bool
-	// Timeout bounds connecting, waiting for response headers and any
-	// pause while reading a body; zero means 30 seconds.
+	// Timeout bounds how long a request waits for the registry: from
+	// sending it to the response headers, every retry and backoff
+	// included, and then any pause while its body streams (a layer may
+	// take longer than Timeout to arrive, but never stalls that long).
+	// Zero means 30 seconds.
 	Timeout time.Duration
 	// MaxRetries is how often a request failing with 5xx, 429 or a network
 	// error is retried; zero means 3, negative means never.
@@ -60,17 +68,27 @@ type Repo struct {
 
 // Open opens ref: "host[:port]/repo[:tag|@digest]" on a registry, or with
 // opts.OCILayout a tag or digest in that layout directory (created when
-// missing).
+// missing, unless opts.ReadOnly).
 func Open(ctx context.Context, ref string, opts RemoteOptions) (*Repo, error) {
 	if opts.OCILayout != "" {
-		st, err := orasoci.NewWithContext(ctx, opts.OCILayout)
-		if err != nil {
-			return nil, fmt.Errorf("open OCI layout %s: %w", opts.OCILayout, err)
-		}
 		if ref == "" {
 			return nil, fmt.Errorf("%w: empty reference in OCI layout %s", ErrNotFound, opts.OCILayout)
 		}
-		return &Repo{Target: st, Reference: ref, Name: opts.OCILayout + ":" + ref}, nil
+		var t oras.GraphTarget
+		if opts.ReadOnly {
+			st, err := orasoci.NewFromFS(ctx, os.DirFS(opts.OCILayout))
+			if err != nil {
+				return nil, fmt.Errorf("open OCI layout %s: %w", opts.OCILayout, err)
+			}
+			t = readOnlyTarget{st}
+		} else {
+			st, err := orasoci.NewWithContext(ctx, opts.OCILayout)
+			if err != nil {
+				return nil, fmt.Errorf("open OCI layout %s: %w", opts.OCILayout, err)
+			}
+			t = st
+		}
+		return &Repo{Target: t, Reference: ref, Name: opts.OCILayout + ":" + ref}, nil
 	}
 	r, err := registry.ParseReference(ref)
 	if err != nil {
@@ -138,7 +156,49 @@ func retryTransport(opts RemoteOptions) http.RoundTripper {
 	policy := &retry.GenericPolicy{Retryable: retry.DefaultPredicate, Backoff: retry.DefaultBackoff, MinWait: 200 * time.Millisecond, MaxWait: 3 * time.Second, MaxRetry: n}
 	rt := retry.NewTransport(base)
 	rt.Policy = func() retry.Policy { return policy }
-	return rt
+	return &budgetTransport{next: rt, budget: timeout}
+}
+
+// budgetTransport gives every request, retries included, budget to get its
+// response headers; a body then streams under the idle timeout only.
+type budgetTransport struct {
+	next   http.RoundTripper
+	budget time.Duration
+}
+
+// ErrTimeout: the registry did not answer within RemoteOptions.Timeout.
+var ErrTimeout = errors.New("registry did not answer in time")
+
+func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancelCause(req.Context())
+	timer := time.AfterFunc(t.budget, func() {
+		cancel(fmt.Errorf("%w (timeout %s, retries included)", ErrTimeout, t.budget))
+	})
+	resp, err := t.next.RoundTrip(req.WithContext(ctx))
+	if !timer.Stop() && err != nil {
+		cancel(nil)
+		if cause := context.Cause(ctx); errors.Is(cause, ErrTimeout) {
+			return nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Redacted(), cause)
+		}
+		return nil, err
+	}
+	if err != nil {
+		cancel(nil)
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: func() { cancel(nil) }}
+	return resp, nil
+}
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel func()
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
 }
 
 // idleConn fails a read or write that makes no progress for idle: a stalled
@@ -161,6 +221,18 @@ func (c *idleConn) Write(p []byte) (int, error) {
 	}
 	return c.Conn.Write(p)
 }
+
+// ErrReadOnly: a push to a repository opened with RemoteOptions.ReadOnly.
+var ErrReadOnly = errors.New("repository opened read-only")
+
+// readOnlyTarget is a layout opened for reading: every write fails.
+type readOnlyTarget struct{ oras.ReadOnlyGraphTarget }
+
+func (readOnlyTarget) Push(context.Context, ocispec.Descriptor, io.Reader) error {
+	return ErrReadOnly
+}
+
+func (readOnlyTarget) Tag(context.Context, ocispec.Descriptor, string) error { return ErrReadOnly }
 
 // Close releases a layout's index (saving it) or does nothing for a registry.
 func (r *Repo) Close() error {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/intact-project/intact/internal/registry"
 	"github.com/intact-project/intact/internal/sampleimage"
 	"github.com/intact-project/intact/internal/testutil"
 	"github.com/intact-project/intact/verity"
@@ -43,7 +44,7 @@ func TestSignVerifyRoundTrip(t *testing.T) {
 					t.Fatal(err)
 				}
 			} else {
-				s := startRegistry(t, ServerOptions{NoReferrersAPI: tc.noAPI})
+				s := startRegistry(t, registry.ServerOptions{NoReferrersAPI: tc.noAPI})
 				repo = openRepo(t, s.Addr, "sample:v1", testRemote)
 			}
 			img := pushSample(t, repo, sampleimage.Options{Platforms: tc.platforms})
@@ -110,7 +111,7 @@ func TestReferenceTools(t *testing.T) {
 	opensslPath := testutil.RequireTool(t, "openssl")
 	vsPath := testutil.RequireTool(t, "veritysetup")
 	ctx := context.Background()
-	s := startRegistry(t, ServerOptions{})
+	s := startRegistry(t, registry.ServerOptions{})
 	repo := openRepo(t, s.Addr, "ref/tools:v1", testRemote)
 	img := pushSample(t, repo, sampleimage.Options{PayloadSize: 3<<20 + 12345})
 	sign(t, repo, PlatformSelector{All: true})

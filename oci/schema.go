@@ -18,7 +18,7 @@ import (
 )
 
 // Media types, artifact type and annotation keys of the dm-verity referrer
-// (specs/interop.md, Azure Linux containerd2 2.3.4-2).
+// (docs/formats.md, "Referrer artifact"; Azure Linux containerd2 2.3.4-2).
 const (
 	ArtifactType                = "application/vnd.containerd.erofs.dmverity.v1"
 	MediaTypeLayerSignature     = "application/vnd.cncf.notary.dmverity.layer-signature+pkcs7"
@@ -108,7 +108,7 @@ func BuildReferrer(subject ocispec.Descriptor, layers []LayerArtifacts, created 
 		ArtifactType: ArtifactType,
 		Config:       emptyConfig,
 		Subject:      &ocispec.Descriptor{MediaType: subject.MediaType, Digest: subject.Digest, Size: subject.Size},
-		Annotations:  map[string]string{AnnotationCreated: created.UTC().Format(time.RFC3339)},
+		Annotations:  map[string]string{AnnotationCreated: FormatCreated(created)},
 	}
 	seen := map[digest.Digest]bool{}
 	for i := range layers {
@@ -150,6 +150,11 @@ func BuildReferrer(subject ocispec.Descriptor, layers []LayerArtifacts, created 
 	}
 	return desc, data, nil
 }
+
+// FormatCreated writes a referrer's created time: RFC 3339 in UTC with the
+// fraction of a second it has (none for a whole second), so that referrers
+// made within one second still order.
+func FormatCreated(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 
 func checkRootHash(h string) error {
 	if len(h) != 2*sha256.Size {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/intact-project/intact/pkcs7"
 )
 
 // Progress is a progress report from signing or verifying.
@@ -37,7 +40,10 @@ type SignOptions struct {
 	Chain []*x509.Certificate // intermediates, embedded too
 	// Platforms chooses the platform manifests of an index.
 	Platforms PlatformSelector
-	// Created is the referrers' creation time; zero means now.
+	// Created is the referrers' creation time; zero means now. It is moved
+	// to 1ms after the newest existing referrer of the same manifest when
+	// it is not later than that, so that a new signature (a rotated key)
+	// always wins the consumer's newest-created selection.
 	Created time.Time
 	// TempDir holds converted layers until they are pushed; empty means
 	// the system default.
@@ -111,6 +117,10 @@ func NewSigner(opts SignOptions) (*Signer, error) {
 	}
 	if err := checkKeyMatchesCert(opts.Key, opts.Cert); err != nil {
 		return nil, err
+	}
+	// Refuse to publish signatures no host kernel can check (ENOKEY).
+	if err := pkcs7.CheckKernelSigner(opts.Cert, opts.Chain); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSignature, err)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -208,6 +218,9 @@ func (s *Signer) signPlatform(ctx context.Context, repo *Repo, p Platform) (*Pla
 	created := s.opts.Created
 	if created.IsZero() {
 		created = time.Now()
+	}
+	if created, err = s.laterThanExisting(ctx, repo, existing, created); err != nil {
+		return nil, err
 	}
 	desc, data, err := BuildReferrer(p.Desc, arts, created)
 	if err != nil {
@@ -346,4 +359,37 @@ func blameDigest(rc io.Reader, err error) error {
 		return fmt.Errorf("%w (conversion failed: %v)", derr, err)
 	}
 	return err
+}
+
+// laterThanExisting returns t, or 1ms after the newest created time among
+// the existing referrers when t is not later than that. The consumer picks
+// the newest created and breaks ties by the smallest digest, so a referrer
+// that does not come strictly later may lose to the one it replaces (after
+// a key rotation: the old signature). One millisecond keeps the order for
+// consumers that read the time at millisecond precision too.
+func (s *Signer) laterThanExisting(ctx context.Context, repo *Repo, existing []ocispec.Descriptor, t time.Time) (time.Time, error) {
+	var newest time.Time
+	for _, d := range existing {
+		c, ok := d.Annotations[AnnotationCreated]
+		if !ok {
+			// A registry that lists referrers without their annotations:
+			// read the manifest's.
+			data, err := repo.FetchAll(ctx, d, MaxManifestSize)
+			if err != nil {
+				return t, fmt.Errorf("read existing referrer %s: %w", d.Digest, err)
+			}
+			var m ocispec.Manifest
+			if json.Unmarshal(data, &m) == nil {
+				c = m.Annotations[AnnotationCreated]
+			}
+		}
+		if ct, err := time.Parse(time.RFC3339Nano, c); err == nil && ct.After(newest) {
+			newest = ct
+		}
+	}
+	if !newest.IsZero() && t.Before(newest.Add(time.Millisecond)) {
+		s.opts.Logger.Debug("referrer created time moved past the newest existing one", "wanted", FormatCreated(t), "newest", FormatCreated(newest))
+		t = newest.Add(time.Millisecond)
+	}
+	return t, nil
 }

@@ -61,6 +61,8 @@ type PlatformReport struct {
 	Layers     []LayerReport `json:"layers"`
 	OK         bool          `json:"ok"`
 	Error      string        `json:"error,omitempty"`
+	// Unsigned: the platform manifest has no dm-verity referrer at all.
+	Unsigned bool `json:"unsigned,omitempty"`
 }
 
 // VerifyReport is the verdict on an image: OK only if every layer of every
@@ -70,8 +72,10 @@ type VerifyReport struct {
 	Digest    digest.Digest    `json:"digest"`
 	Full      bool             `json:"full"`
 	Platforms []PlatformReport `json:"platforms"`
-	OK        bool             `json:"ok"`
-	Seconds   float64          `json:"seconds"`
+	// Unsigned lists the chosen platforms without any dm-verity referrer.
+	Unsigned []string `json:"unsigned,omitempty"`
+	OK       bool     `json:"ok"`
+	Seconds  float64  `json:"seconds"`
 }
 
 // Err returns nil if the report is OK, else an error naming the first
@@ -149,6 +153,9 @@ func Verify(ctx context.Context, repo *Repo, opts VerifyOptions) (*VerifyReport,
 		}
 		rep.OK = rep.OK && pr.OK
 		rep.Platforms = append(rep.Platforms, pr)
+		if pr.Unsigned {
+			rep.Unsigned = append(rep.Unsigned, pr.Platform)
+		}
 	}
 	rep.Seconds = time.Since(start).Seconds()
 	return rep, nil
@@ -159,13 +166,14 @@ func verifyPlatform(ctx context.Context, repo *Repo, p Platform, opts VerifyOpti
 	sel, err := repo.SelectBundle(ctx, p)
 	if err != nil {
 		pr.Error = err.Error()
+		pr.Unsigned = errors.Is(err, ErrNoReferrer)
 		return pr
 	}
 	b := sel.Selected
 	pr.Referrer = b.Desc.Digest
 	pr.Candidates = len(sel.Candidates)
 	if !b.Created.IsZero() {
-		pr.Created = b.Created.UTC().Format(time.RFC3339)
+		pr.Created = FormatCreated(b.Created)
 	}
 	pr.OK = true
 	layers := uniqueLayers(p.Manifest.Layers)

@@ -646,3 +646,75 @@ func mustDER(t *testing.T, oid asn1.ObjectIdentifier) []byte {
 	}
 	return b
 }
+
+// opensslV1Leaf makes a leaf the way 'openssl x509 -req' does without an
+// extension file: a version 1 certificate with no extensions, so no
+// authorityKeyIdentifier. With ext it adds the extensions of an extfile
+// (for the control case).
+func opensslV1Leaf(t *testing.T, caCert, caKey, ext string) (keyPath, certPath string) {
+	t.Helper()
+	openssl := testutil.RequireTool(t, "openssl")
+	dir := t.TempDir()
+	keyPath, certPath = filepath.Join(dir, "leaf.key"), filepath.Join(dir, "leaf.pem")
+	csr := filepath.Join(dir, "leaf.csr")
+	run := func(args ...string) {
+		if out, err := exec.Command(openssl, args...).CombinedOutput(); err != nil {
+			t.Fatalf("openssl %v: %v\n%s", args, err, out)
+		}
+	}
+	run("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", keyPath, "-out", csr, "-subj", "/CN=openssl leaf")
+	args := []string{"x509", "-req", "-in", csr, "-CA", caCert, "-CAkey", caKey, "-set_serial", "7", "-days", "2", "-out", certPath}
+	if ext != "" {
+		extFile := filepath.Join(dir, "ext.cnf")
+		os.WriteFile(extFile, []byte(ext), 0o644)
+		args = append(args, "-extfile", extFile)
+	}
+	run(args...)
+	return keyPath, certPath
+}
+
+// TestKernelNeedsAuthorityKeyID: Linux links a certificate to its issuer
+// only through the certificate's authorityKeyIdentifier, so a signer made
+// by 'openssl x509 -req' (v1, no extensions) under a trusted CA gets ENOKEY
+// from the kernel: Verify reports ErrKernelIncompatible, naming the
+// missing extension, and CheckKernelSigner says so before signing. The same
+// leaf with authorityKeyIdentifier=keyid verifies.
+func TestKernelNeedsAuthorityKeyID(t *testing.T) {
+	p := testpki.MustNew(t, testpki.Options{Key: testpki.RSA2048})
+	f := p.MustWriteDir(t, t.TempDir())
+	content := []byte("x")
+	for _, c := range []struct {
+		name, ext string
+		ok        bool
+	}{
+		{"v1", "", false},
+		{"akid", "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n", true},
+	} {
+		keyPath, certPath := opensslV1Leaf(t, f.RootPEM, f.RootKey, c.ext)
+		s, err := LoadSigner(keyPath, certPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, err := s.Sign(content, SignOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = Verify(der, VerifyOptions{Roots: p.Roots(), Content: content})
+		cerr := CheckKernelSigner(s.Certificate, nil)
+		if c.ok {
+			if err != nil || cerr != nil {
+				t.Errorf("%s: Verify %v, CheckKernelSigner %v", c.name, err, cerr)
+			}
+			continue
+		}
+		for what, e := range map[string]error{"Verify": err, "CheckKernelSigner": cerr} {
+			if !errors.Is(e, ErrKernelIncompatible) || !strings.Contains(e.Error(), "authorityKeyIdentifier") {
+				t.Errorf("%s: %s: %v, want ErrKernelIncompatible naming authorityKeyIdentifier", c.name, what, e)
+			}
+		}
+	}
+	// A self-signed signer trusted directly needs no link.
+	if err := CheckKernelSigner(p.Root.Certificate, nil); err != nil {
+		t.Errorf("self-signed: %v", err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/asn1"
 	"fmt"
+	"math/big"
 	"time"
 )
 
@@ -216,8 +217,32 @@ func kernelChains(s *SignerInfo, signer *x509.Certificate, embedded []*x509.Cert
 			keep = append(keep, ch)
 		}
 	}
-	if len(keep) > 0 {
-		return keep, nil
+	// Linux climbs from a certificate to its issuer only through the
+	// certificate's authorityKeyIdentifier (x509_akid_note_kid,
+	// pkcs7_verify_sig_chain, pkcs7_validate_trust_one): every link of a
+	// chain needs one that names the next certificate.
+	linked := keep[:0:0]
+	var linkErr string
+	for _, ch := range keep {
+		ok := true
+		for i := 0; i+1 < len(ch); i++ {
+			if why := kernelLink(ch[i], ch[i+1]); why != "" {
+				ok = false
+				if linkErr == "" {
+					linkErr = why
+				}
+				break
+			}
+		}
+		if ok {
+			linked = append(linked, ch)
+		}
+	}
+	if len(linked) > 0 {
+		return linked, nil
+	}
+	if linkErr != "" {
+		return nil, fmt.Errorf("%w: %s", ErrKernelIncompatible, linkErr)
 	}
 	switch {
 	case s.Version == 3:
@@ -310,6 +335,101 @@ func checkSignedAttributes(s *SignerInfo, contentType asn1.ObjectIdentifier, dig
 		}
 		if t.Before(cert.NotBefore) || t.After(cert.NotAfter) {
 			return fmt.Errorf("%w: signed at %s, outside the certificate's validity", ErrKernelIncompatible, t.UTC().Format(time.RFC3339))
+		}
+	}
+	return nil
+}
+
+var oidAuthorityKeyID = asn1.ObjectIdentifier{2, 5, 29, 35}
+
+// kernelLink says why Linux cannot find parent as the issuer of child ("" if
+// it can): child must carry an authorityKeyIdentifier whose keyIdentifier is
+// parent's subjectKeyIdentifier, or whose issuer and serial number are
+// parent's.
+func kernelLink(child, parent *x509.Certificate) string {
+	var raw []byte
+	for _, e := range child.Extensions {
+		if e.Id.Equal(oidAuthorityKeyID) {
+			raw = e.Value
+		}
+	}
+	if raw == nil {
+		return fmt.Sprintf("certificate %q (version %d) has no authorityKeyIdentifier: Linux finds a certificate's issuer only through that extension, "+
+			"so the kernel refuses this signer with ENOKEY unless the certificate's own key is in its keyring "+
+			"(openssl x509 -req adds it only with an -extfile holding authorityKeyIdentifier=keyid)", child.Subject.String(), child.Version)
+	}
+	var akid struct {
+		KeyID  []byte        `asn1:"optional,tag:0"`
+		Issuer asn1.RawValue `asn1:"optional,tag:1"`
+		Serial *big.Int      `asn1:"optional,tag:2"`
+	}
+	if rest, err := asn1.Unmarshal(raw, &akid); err != nil || len(rest) != 0 {
+		return fmt.Sprintf("certificate %q has a malformed authorityKeyIdentifier", child.Subject.String())
+	}
+	switch {
+	case len(akid.KeyID) == 0 && akid.Serial == nil:
+		return fmt.Sprintf("certificate %q has an authorityKeyIdentifier that names neither a key nor an issuer: the kernel cannot find its issuer (ENOKEY)", child.Subject.String())
+	case len(akid.KeyID) > 0 && !bytes.Equal(akid.KeyID, parent.SubjectKeyId):
+		return fmt.Sprintf("the authorityKeyIdentifier %x of certificate %q is not the subjectKeyIdentifier %x of its issuer %q: the kernel cannot find the issuer (ENOKEY)",
+			akid.KeyID, child.Subject.String(), parent.SubjectKeyId, parent.Subject.String())
+	case akid.Serial != nil && akid.Serial.Cmp(parent.SerialNumber) != 0:
+		return fmt.Sprintf("the authorityKeyIdentifier of certificate %q names issuer serial %x, its issuer %q has %x: the kernel cannot find the issuer (ENOKEY)",
+			child.Subject.String(), akid.Serial, parent.Subject.String(), parent.SerialNumber)
+	}
+	return ""
+}
+
+// CheckKernelSigner checks, before anything is signed, that Linux can climb
+// from the signer certificate cert to a trust anchor: a certificate that is
+// not self-signed needs an authorityKeyIdentifier naming its issuer, and so
+// does every certificate of chain (intermediates, issuer first) that links
+// on. Without one the kernel answers ENOKEY however the signature is made,
+// unless cert's own key is in its keyring. The error wraps
+// ErrKernelIncompatible.
+func CheckKernelSigner(cert *x509.Certificate, chain []*x509.Certificate) error {
+	for c := cert; c != nil; {
+		if bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil {
+			return nil // self-signed: a trust anchor itself
+		}
+		var issuer *x509.Certificate
+		for _, p := range chain {
+			if p != c && bytes.Equal(c.RawIssuer, p.RawSubject) && c.CheckSignatureFrom(p) == nil {
+				issuer = p
+				break
+			}
+		}
+		if issuer == nil {
+			if hasExtension(c, oidAuthorityKeyID) {
+				return nil // its issuer is outside the chain: the keyring's
+			}
+			return fmt.Errorf("%w: %s", ErrKernelIncompatible, kernelLink(c, &x509.Certificate{}))
+		}
+		if why := kernelLink(c, issuer); why != "" {
+			return fmt.Errorf("%w: %s", ErrKernelIncompatible, why)
+		}
+		c = issuer
+	}
+	return nil
+}
+
+func hasExtension(c *x509.Certificate, oid asn1.ObjectIdentifier) bool {
+	for _, e := range c.Extensions {
+		if e.Id.Equal(oid) {
+			return true
+		}
+	}
+	return false
+}
+
+// CheckKernelSigners applies CheckKernelSigner to the certificate of each
+// signer the message carries (with the message's certificates as the
+// chain). A signer whose certificate is not embedded is not checked here.
+func (sd *SignedData) CheckKernelSigners() error {
+	for i := range sd.Signers {
+		if c := findSigner(&sd.Signers[i], sd.Certificates); c != nil {
+			if err := CheckKernelSigner(c, sd.Certificates); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

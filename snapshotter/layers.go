@@ -155,7 +155,7 @@ func (s *Snapshotter) activate(ctx context.Context, l *layer, sig []byte) (err e
 		RootHash:  root,
 		Signature: sig,
 		UUID:      s.dmUUID(&l.rec),
-		Log:       s.log,
+		Logger:    s.log,
 	})
 	if err != nil {
 		return explainOpen(err, sig != nil)

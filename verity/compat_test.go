@@ -261,10 +261,14 @@ func checkCase(t *testing.T, c matrixCase) {
 		t.Fatal(err)
 	}
 	defer hf.Close()
-	// Half the cases hash with crypto/sha256 only (the portable path).
+	// Half the cases hash with crypto/sha256 only (the portable path); a
+	// third read the data file with pread instead of mapping it.
 	opts := func(o verity.Options) *verity.Options {
 		if c.seed%2 == 0 {
 			verity.DisableSIMD(&o)
+		}
+		if c.seed%3 == 0 {
+			verity.DisableMap(&o)
 		}
 		return &o
 	}
@@ -494,5 +498,45 @@ func TestMappedSource(t *testing.T) {
 	copy(padded, data)
 	if err := verity.Verify(context.Background(), p, root, mapped{bytes.NewReader(padded)}, bytes.NewReader(want), nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestFormatMappedWindows: a data file longer than several map windows,
+// ending in a partial block, gives veritysetup's tree whether Format maps
+// it in windows or reads it, and on one core as on several.
+func TestFormatMappedWindows(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 21 MiB")
+	}
+	p := verity.DefaultParams()
+	p.NoSuperblock = true
+	p.Salt = []byte{7, 7}
+	data := randomBytes(23, 21<<20+1000)
+	p.DataBlocks = uint64(len(data)+4095) / 4096
+	want, root := buildRef(t, p, data)
+	path := filepath.Join(t.TempDir(), "data")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, noMap := range []bool{false, true} {
+		for _, workers := range []int{1, 3} {
+			o := verity.Options{Concurrency: workers}
+			if noMap {
+				verity.DisableMap(&o)
+			}
+			var out bytes.Buffer
+			res, err := verity.Format(context.Background(), f, p, writerAt{&out}, &o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(res.RootHash, root) || !bytes.Equal(out.Bytes(), want) {
+				t.Fatalf("noMap=%v workers=%d: tree differs from veritysetup's", noMap, workers)
+			}
+		}
 	}
 }

@@ -4,3 +4,7 @@ package verity
 // block at a time, so the compatibility tests cover the portable path (the
 // one the VM tier's CPU model takes) on machines with SHA-NI or AVX-512.
 func DisableSIMD(o *Options) { o.noSIMD = true }
+
+// DisableMap makes Format read its data file with pread instead of mapping
+// it in windows.
+func DisableMap(o *Options) { o.noMap = true }

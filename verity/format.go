@@ -8,10 +8,14 @@ import (
 
 // Format builds the tree for p.DataBlocks blocks of data (read from data
 // starting at offset 0) and writes the hash area to out at p.HashOffset, as
-// `veritysetup format` does. The calling goroutine reads batches of blocks
-// (256 KiB) and worker goroutines on every core hash them. If data ends inside the last
-// block, the rest of that block is hashed as zeros (see the package
-// documentation); ending earlier is ErrTooSmall.
+// `veritysetup format` does. The data is cut into batches of 256 KiB that
+// worker goroutines on every core hash. When data is an *os.File (a
+// regular file or a block device) it is mapped in windows of 8 MiB and
+// hashed in place, each window unmapped once its batches are done, so the
+// page-cache pages it holds stay bounded; otherwise (or where mapping
+// fails) the calling goroutine reads each batch with ReadAt. If data ends
+// inside the last block, the rest of that block is hashed as zeros (see the
+// package documentation); ending earlier is ErrTooSmall.
 //
 // When out also implements io.ReaderAt (an *os.File does), level 0 is
 // written straight to its final place and read back from there for the
@@ -39,6 +43,14 @@ func Format(ctx context.Context, data io.ReaderAt, p Params, out io.WriterAt, op
 		s.spillR, s.spillW, s.direct = rw, out, true
 		s.base = int64(l.LevelStart[0]) * int64(p.HashBlockSize)
 	}
+	var wins *windows
+	if !b.opts.noMap {
+		wins = newWindows(data)
+	}
+	defer func() {
+		b.pl.drain() // no batch may point into a window once it is unmapped
+		wins.close()
+	}()
 	for off := uint64(0); off < l.DataSize; off += batchBytes {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -48,6 +60,15 @@ func Format(ctx context.Context, data io.ReaderAt, p Params, out io.WriterAt, op
 		bt.n = int(min(batchBytes, l.DataSize-off))
 		bt.last = off+batchBytes >= l.DataSize
 		b.total += uint64(bt.n)
+		if bt.n%int(p.DataBlockSize) == 0 {
+			if v, release, ok := wins.view(bt.off, bt.n); ok {
+				bt.src, bt.view, bt.release = nil, v, release
+				if err := b.pl.submit(bt); err != nil {
+					return nil, err
+				}
+				continue
+			}
+		}
 		// Read here, hash in the workers: one thread copying out of the page
 		// cache contends less in the kernel than several (measured: about 5 %
 		// faster for 1 GiB on 2 cores).

@@ -31,6 +31,9 @@ type Options struct {
 	// noSIMD forces crypto/sha256 one block at a time (tests of the
 	// portable path on machines with SHA-NI or AVX-512; see export_test.go).
 	noSIMD bool
+	// noMap makes Format read a data file with pread instead of mapping it
+	// (tests and measurements of both paths; see export_test.go).
+	noMap bool
 }
 
 const (
@@ -73,11 +76,12 @@ func newHasher(p Params) *hasher {
 }
 
 // sumBlocks writes the nodes of the n consecutive blocks of size bs in data
-// into dst, n digests back to back.
+// into dst, n digests back to back, with the multi-lane hasher that is
+// fastest for blocks of size bs on this CPU (see lanesFor).
 func (hs *hasher) sumBlocks(dst, data []byte, n, bs int) {
 	d := hs.size
 	i := 0
-	if hs.x16 != nil {
+	if hs.x16 != nil && (hs.x2 == nil || lanesFor(bs) == lanes16) {
 		for ; i+16 <= n; i += 16 {
 			hs.x16.sum16(dst[i*d:(i+16)*d], data[i*bs:(i+16)*bs], bs)
 		}
@@ -133,6 +137,9 @@ type batch struct {
 	src  io.ReaderAt
 	off  int64
 	last bool
+	// release, if set, is called in the collecting goroutine once the
+	// batch is done with view (a window of a mapped data file).
+	release func()
 }
 
 func (b *batch) blocks(dbs int) int { return (b.n + dbs - 1) / dbs }
@@ -251,7 +258,7 @@ func (pl *pipeline) get(first uint64) *batch {
 			done:    make(chan struct{}, 1),
 		}
 	}
-	b.first, b.n, b.err, b.src, b.off, b.last, b.view = first, 0, nil, nil, 0, false, nil
+	b.first, b.n, b.err, b.src, b.off, b.last, b.view, b.release = first, 0, nil, nil, 0, false, nil, nil
 	return b
 }
 
@@ -299,6 +306,10 @@ func (pl *pipeline) finish(b *batch) error {
 		}
 	}
 	b.src, b.view = nil, nil
+	if b.release != nil {
+		b.release()
+		b.release = nil
+	}
 	pl.free = append(pl.free, b)
 	return pl.err
 }

@@ -3,6 +3,7 @@ package verity
 import (
 	"bytes"
 	"crypto/sha256"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 )
@@ -97,5 +98,57 @@ func TestSumBlocksLanes(t *testing.T) {
 		if !bytes.Equal(got, want) {
 			t.Fatalf("%s digests differ from one-lane digests", mode)
 		}
+	}
+}
+
+// BenchmarkSHA256Paths compares the three ways level 0 can be hashed on
+// this CPU, per core: sixteen blocks at once with AVX-512 ("x16"), two
+// interleaved streams with the SHA extensions ("x2"), and crypto/sha256
+// one block at a time ("x1", which uses the SHA extensions itself where
+// the CPU has them). 64 blocks per call, 32-byte salt, format 1. Compare
+// them in one run (benchstat, or -count with alternation): the fastest is
+// the one sumBlocks must prefer on this CPU (see pickLanes).
+func BenchmarkSHA256Paths(b *testing.B) {
+	for _, bs := range []int{512, 4096} {
+		for _, mode := range []string{"x16", "x2", "x1"} {
+			b.Run(fmt.Sprintf("%d/%s", bs, mode), func(b *testing.B) {
+				p := Params{HashType: 1, Algorithm: "sha256", Salt: make([]byte, 32)}
+				h := newHasher(p)
+				switch mode {
+				case "x16":
+					if h.x16 == nil {
+						b.Skip("no AVX-512")
+					}
+					h.x2 = nil
+				case "x2":
+					if h.x2 == nil {
+						b.Skip("no SHA extensions")
+					}
+					h.x16 = nil
+				case "x1":
+					h.x16, h.x2 = nil, nil
+				}
+				const n = 64
+				data := make([]byte, n*bs)
+				dst := make([]byte, n*32)
+				b.SetBytes(int64(len(data)))
+				for i := 0; i < b.N; i++ {
+					h.sumBlocks(dst, data, n, bs)
+				}
+			})
+		}
+	}
+}
+
+// TestLaneChoice: the measured choice of multi-lane hasher is one of the
+// two, the same on every call, and sumBlocks gives the same digests with
+// it as one block at a time (TestSumBlocksLanes covers each path).
+func TestLaneChoice(t *testing.T) {
+	for _, bs := range []int{512, 1024, 2048, 4096} {
+		l := lanesFor(bs)
+		if l != lanes2 && l != lanes16 || lanesFor(bs) != l {
+			t.Fatalf("block size %d: lanes %d", bs, l)
+		}
+		t.Logf("block size %d: %d lanes (AVX-512 %v, SHA-NI %v)", bs, l, haveSHA256x16, haveSHA256x2)
 	}
 }

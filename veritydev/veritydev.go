@@ -25,6 +25,7 @@ import (
 	"github.com/intact-project/intact/internal/linux"
 	"github.com/intact-project/intact/keyring"
 	"github.com/intact-project/intact/loop"
+	"github.com/intact-project/intact/pkcs7"
 	"github.com/intact-project/intact/verity"
 )
 
@@ -33,7 +34,10 @@ import (
 var (
 	// ErrSignatureRejected: the kernel refused the table because of its
 	// root-hash signature (bad, untrusted, over another root hash) or
-	// because it requires one (dm_verity.require_signatures=1).
+	// because it requires one (dm_verity.require_signatures=1): the table
+	// load failed with EKEYREJECTED or ENOKEY. Any other failure of the
+	// load (EINVAL for a table the target refuses, ...) is not this, with
+	// or without a signature.
 	ErrSignatureRejected = errors.New("veritydev: kernel refused the root-hash signature")
 	ErrBadConfig         = errors.New("veritydev: bad configuration")
 )
@@ -58,7 +62,9 @@ type Config struct {
 	// "intact:veritydev-<hex>". An early-boot caller sets it: the random
 	// one waits for the kernel's entropy pool.
 	SigKeyDesc string
-	Log        *slog.Logger
+	Logger     *slog.Logger // nil discards
+	// Deprecated: use Logger (the name every intact package uses).
+	Log *slog.Logger
 }
 
 // Device is an open verity device.
@@ -81,7 +87,10 @@ func Open(ctx context.Context, name, data, hash string, p verity.Params, rootHas
 // OpenConfig opens a verity device as c describes. On failure nothing is
 // left behind: no dm device, no loop device, no key.
 func OpenConfig(ctx context.Context, c Config) (dev *Device, err error) {
-	log := c.Log
+	log := c.Logger
+	if log == nil {
+		log = c.Log
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -121,6 +130,13 @@ func OpenConfig(ctx context.Context, c Config) (dev *Device, err error) {
 	// keys in it).
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	// What userspace can tell about the signer before the kernel answers.
+	var diag error
+	if c.Signature != nil {
+		if diag = CheckSignature(c.Signature); diag != nil {
+			log.Warn("veritydev: the kernel will likely refuse this signature", "err", diag)
+		}
+	}
 	if c.Signature != nil {
 		topts.RootHashSigKeyDesc = c.SigKeyDesc
 		if topts.RootHashSigKeyDesc == "" {
@@ -164,7 +180,10 @@ func OpenConfig(ctx context.Context, c Config) (dev *Device, err error) {
 	}()
 	log.Debug("veritydev: loading table", "name", c.Name, "table", tgt.String())
 	if _, err = ctl.Load(c.Name, []dm.Target{{Start: tgt.Start, Length: tgt.Length, Type: tgt.Type, Params: tgt.Params}}, dm.LoadOptions{ReadOnly: true}); err != nil {
-		if c.Signature != nil || errors.Is(err, dm.ErrKeyRejected) || errors.Is(err, os.ErrPermission) {
+		if errors.Is(err, dm.ErrKeyRejected) {
+			if diag != nil {
+				return nil, fmt.Errorf("%w: %w (%v)", ErrSignatureRejected, err, diag)
+			}
 			return nil, fmt.Errorf("%w: %w", ErrSignatureRejected, err)
 		}
 		return nil, fmt.Errorf("veritydev: %w", err)
@@ -197,43 +216,12 @@ func Close(ctx context.Context, name string) error {
 }
 
 func resolveParams(c Config) (verity.Params, error) {
-	p := c.Params
-	if !p.NoSuperblock {
-		f, err := os.Open(c.Hash)
-		if err != nil {
-			return p, fmt.Errorf("veritydev: %w", err)
-		}
-		defer f.Close()
-		sb, err := verity.ReadSuperblock(f, p.HashOffset)
-		if err != nil {
-			return p, fmt.Errorf("veritydev: %s: %w", c.Hash, err)
-		}
-		return sb, nil
-	}
-	if p.DataBlocks == 0 && p.DataBlockSize > 0 {
-		st, err := os.Stat(c.Data)
-		if err != nil {
-			return p, fmt.Errorf("veritydev: %w", err)
-		}
-		size := st.Size()
-		if st.Mode()&os.ModeDevice != 0 {
-			f, err := os.Open(c.Data)
-			if err != nil {
-				return p, fmt.Errorf("veritydev: %w", err)
-			}
-			size, err = f.Seek(0, 2)
-			f.Close()
-			if err != nil {
-				return p, fmt.Errorf("veritydev: %w", err)
-			}
-		}
-		if sameFile(c.Data, c.Hash) && p.HashOffset > 0 && uint64(size) > p.HashOffset {
-			size = int64(p.HashOffset)
-		}
-		p.DataBlocks = uint64(size) / uint64(p.DataBlockSize)
-	}
-	if err := p.Validate(); err != nil {
+	p, err := verity.ResolveParams(c.Params, c.Data, c.Hash)
+	switch {
+	case errors.Is(err, verity.ErrInvalidParams) || errors.Is(err, verity.ErrUnsupported):
 		return p, fmt.Errorf("%w: %w", ErrBadConfig, err)
+	case err != nil:
+		return p, fmt.Errorf("veritydev: %w", err)
 	}
 	return p, nil
 }
@@ -279,4 +267,22 @@ func waitNode(ctx context.Context, path string) error {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// CheckSignature says what can be told from userspace, before the kernel
+// is asked, about a root-hash signature the kernel would refuse whatever
+// its keyrings hold: an unparsable message, or a signer certificate that
+// Linux cannot link to its issuer (no authorityKeyIdentifier, as in a v1
+// certificate from 'openssl x509 -req'; the kernel then answers ENOKEY
+// unless that certificate's own key is trusted). nil means nothing is
+// known to be wrong; only the kernel decides.
+func CheckSignature(sig []byte) error {
+	sd, err := pkcs7.Parse(sig)
+	if err != nil {
+		return fmt.Errorf("root-hash signature: %w", err)
+	}
+	if err := sd.CheckKernelSigners(); err != nil {
+		return fmt.Errorf("root-hash signature: %w", err)
+	}
+	return nil
 }

@@ -441,6 +441,21 @@ func TestRootHashSignaturesInVM(t *testing.T) {
 		}
 		return out
 	}
+	// A leaf under the trusted CA made by 'openssl x509 -req' without an
+	// extension file: version 1, no authorityKeyIdentifier.
+	v1Leaf := func() []byte {
+		dir := t.TempDir()
+		key, csr, cert := filepath.Join(dir, "v1.key"), filepath.Join(dir, "v1.csr"), filepath.Join(dir, "v1.pem")
+		for _, args := range [][]string{
+			{"req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=v1 leaf"},
+			{"x509", "-req", "-in", csr, "-CA", keys.CACert, "-CAkey", keys.CAKey, "-set_serial", "77", "-days", "2", "-out", cert},
+		} {
+			if out, err := exec.Command(openssl, args...).CombinedOutput(); err != nil {
+				t.Fatalf("openssl %v: %v\n%s", args, err, out)
+			}
+		}
+		return mustSign(loadKeyPair(t, key, cert), rootHex, pkcs7.SignOptions{})
+	}
 	cases := []struct {
 		name   string
 		sig    []byte
@@ -452,6 +467,7 @@ func TestRootHashSignaturesInVM(t *testing.T) {
 		{"uppercase-hex", mustSign(trusted, []byte(strings.ToUpper(string(rootHex))), pkcs7.SignOptions{}), ptr(false)},
 		{"signed-attributes", withAttrs(), nil},
 		{"no-signer-cert", mustSign(trusted, rootHex, pkcs7.SignOptions{NoCerts: true}), nil},
+		{"v1-leaf-without-akid", v1Leaf(), ptr(false)},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -467,6 +483,9 @@ func TestRootHashSignaturesInVM(t *testing.T) {
 				checkFiles(t, mount(t, d.Path), im.files, "")
 			} else if !errors.Is(err, ErrSignatureRejected) {
 				t.Errorf("refusal is not ErrSignatureRejected: %v", err)
+			}
+			if c.name == "v1-leaf-without-akid" && (!errors.Is(err, linux.ENOKEY) || !strings.Contains(fmt.Sprint(err), "authorityKeyIdentifier")) {
+				t.Errorf("v1 leaf: %v; want ENOKEY explained by the missing authorityKeyIdentifier", err)
 			}
 			if c.accept != nil && accepted != *c.accept {
 				t.Errorf("kernel accepted=%v, want %v (err %v)", accepted, *c.accept, err)
@@ -490,6 +509,39 @@ func TestRootHashSignaturesInVM(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestLoadFailureIsNotSignatureInVM: a table the kernel refuses for another
+// reason (devices smaller than the table says) is not reported as a
+// rejected signature, although a valid signature was given: only ENOKEY and
+// EKEYREJECTED are.
+func TestLoadFailureIsNotSignatureInVM(t *testing.T) {
+	requireVMRoot(t)
+	keys := guest.RequireTrustedKeys(t)
+	im := newImage(t)
+	sig, err := loadKeyPair(t, keys.SignKey, keys.SignCert).Sign([]byte(im.rootHex()), pkcs7.SignOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := im.params
+	p.NoSuperblock = true
+	p.DataBlocks *= 4 // past the end of the data device
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d, err := OpenConfig(ctx, Config{Name: "intact-toolarge", Data: im.data, Hash: im.hash, Params: p, RootHash: im.root, Signature: sig})
+	if err == nil {
+		d.Close(context.Background())
+		t.Fatal("the kernel accepted a table larger than its data device")
+	}
+	t.Logf("KERNEL-RESULT data device too small, signed: %v", err)
+	if errors.Is(err, ErrSignatureRejected) || errors.Is(err, dm.ErrKeyRejected) {
+		t.Errorf("reported as a signature problem: %v", err)
+	}
+	// Linux 6.12 answers E2BIG (verity_ctr: the device is too small for
+	// the hash area the table describes).
+	if !errors.Is(err, linux.E2BIG) {
+		t.Errorf("%v; want the kernel's E2BIG", err)
+	}
+}
 
 // TestRequireSignaturesInVM reloads dm-verity with require_signatures=1 (what
 // dm_verity.require_signatures=1 on the kernel command line sets for the

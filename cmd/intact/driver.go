@@ -146,7 +146,7 @@ The kernel checks each module's signature; IPE, if its policy has KMODULE or
 FIRMWARE rules, checks that each file comes from a trusted volume. Needs root.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts := driver.LoadOptions{Name: name, MountDir: mountDir, Signature: sigPath, NoSignature: noSig, SkipFirmwarePath: skipFW, Log: e.log, Params: map[string]string{}}
+			opts := driver.LoadOptions{Name: name, MountDir: mountDir, Signature: sigPath, NoSignature: noSig, SkipFirmwarePath: skipFW, Logger: e.log, Params: map[string]string{}}
 			for _, p := range params {
 				mod, val, ok := strings.Cut(p, ":")
 				if !ok {

@@ -197,6 +197,9 @@ verity is enabled with them ('intact fsverity enable --signature').`,
 			if err != nil {
 				return err
 			}
+			if err := checkOutputs(out); err != nil {
+				return err
+			}
 			s, err := loadPKCS7Signer(keyPath, certPath, "")
 			if err != nil {
 				return err

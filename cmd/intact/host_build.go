@@ -133,7 +133,7 @@ run. --json prints the manifest.`,
 			}
 			showProgress := !e.quiet && !e.json && isTerminal(e.stderr)
 			start := time.Now()
-			m, err := host.Build(cmd.Context(), host.Options{Spec: spec, OutDir: out, SourceDateEpoch: epoch, Log: e.log,
+			m, err := host.Build(cmd.Context(), host.Options{Spec: spec, OutDir: out, SourceDateEpoch: epoch, Logger: e.log,
 				Progress: func(step string) {
 					if showProgress {
 						fmt.Fprintf(e.stderr, "\r\033[K[%5.1fs] %s", time.Since(start).Seconds(), step)

@@ -74,7 +74,7 @@ Debian stable on first use).`,
 				}
 				o.Forward = []string{self, "host", "forward"}
 			}
-			o.Log = e.log
+			o.Logger = e.log
 			return host.Run(cmd.Context(), o)
 		},
 	}

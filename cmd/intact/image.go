@@ -43,21 +43,25 @@ type remoteFlags struct {
 	timeout       time.Duration
 	platforms     []string
 	allPlatforms  bool
+	readOnly      bool // the command only reads: an OCI layout is not written
 }
 
 func (f *remoteFlags) add(c *cobra.Command) {
 	c.Flags().StringVar(&f.ociLayout, "oci-layout", "", "use a local OCI image layout directory; REF is then a tag or digest in it")
 	c.Flags().BoolVar(&f.plainHTTP, "plain-http", false, "talk plain HTTP to the registry (loopback registries); default is TLS")
 	c.Flags().BoolVar(&f.noCredentials, "no-credentials", false, "do not read registry credentials from the Docker config (~/.docker/config.json)")
-	c.Flags().DurationVar(&f.timeout, "timeout", 30*time.Second, "give up on a registry that does not connect, answer or send data for this long")
-	c.Flags().StringSliceVar(&f.platforms, "platform", nil, "platform of a multi-platform image, os/arch[/variant] (repeatable; default: the host's, "+hostPlatform()+")")
-	c.Flags().BoolVar(&f.allPlatforms, "all-platforms", false, "every platform of a multi-platform image")
+	c.Flags().DurationVar(&f.timeout, "timeout", 30*time.Second, "give up on a registry that does not answer a request within this long (retries included) or stalls a transfer this long")
+	c.Flags().StringSliceVar(&f.platforms, "platform", nil, "only this platform of a multi-platform image, os/arch[/variant] (repeatable; default: every platform; this host is "+hostPlatform()+")")
+	c.Flags().BoolVar(&f.allPlatforms, "all-platforms", false, "every platform of a multi-platform image (the default)")
 }
 
 func hostPlatform() string {
 	return runtime.GOOS + "/" + runtime.GOARCH
 }
 
+// selector chooses the platform manifests of an index: every one, unless
+// --platform restricts them (a publisher signs, and verifies, the whole
+// image; a host that runs one platform says which).
 func (f *remoteFlags) selector() (oci.PlatformSelector, error) {
 	if f.allPlatforms && len(f.platforms) > 0 {
 		return oci.PlatformSelector{}, usagef("--platform and --all-platforms exclude each other")
@@ -68,7 +72,7 @@ func (f *remoteFlags) selector() (oci.PlatformSelector, error) {
 			return oci.PlatformSelector{}, usagef("--platform %q: want os/arch[/variant], for example linux/amd64", p)
 		}
 	}
-	return oci.PlatformSelector{All: f.allPlatforms, Platforms: f.platforms}, nil
+	return oci.PlatformSelector{All: len(f.platforms) == 0, Platforms: f.platforms}, nil
 }
 
 func (f *remoteFlags) open(e *env, ref string) (*oci.Repo, error) {
@@ -84,7 +88,7 @@ func (f *remoteFlags) open(e *env, ref string) (*oci.Repo, error) {
 		}
 	}
 	return oci.Open(e.ctx, ref, oci.RemoteOptions{
-		OCILayout: f.ociLayout, PlainHTTP: f.plainHTTP, NoCredentials: f.noCredentials, Timeout: f.timeout,
+		OCILayout: f.ociLayout, ReadOnly: f.readOnly, PlainHTTP: f.plainHTTP, NoCredentials: f.noCredentials, Timeout: f.timeout,
 	})
 }
 
@@ -103,16 +107,19 @@ func newImageSignCmd(e *env) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "sign REF... --key K --cert C [--chain F] [--platform P|--all-platforms]",
 		Short: "Convert, sign and attach dm-verity artifacts to every layer of an image",
-		Long: `Sign an image for kernel-enforced layer integrity. For each chosen platform
-manifest, every layer is fetched once and streamed through decompression and
+		Long: `Sign an image for kernel-enforced layer integrity. For each platform manifest
+(every platform of a multi-platform image, unless --platform restricts them),
+every layer is fetched once and streamed through decompression and
 the tar-index EROFS conversion, which yields the EROFS metadata, the dm-verity
 hash tree (sha256, 512-byte blocks, 32 zero-byte salt, superblock at offset 0)
 and the root hash over metadata ‖ tar ‖ zeros to 4096. The lowercase hex root
 hash is signed with detached PKCS#7 (no signed attributes, signer certificate
 embedded: what the kernel's dm-verity checks). Metadata, tree and signature
 blobs are pushed first, then one referrer manifest per platform manifest in
-the Azure Linux containerd2 schema. Layers shared between platforms or between
-the images named on one command line are converted once.
+the Azure Linux containerd2 schema, created strictly later (to the millisecond)
+than every referrer the manifest already has, so that a re-sign (a rotated
+key) is the one hosts select. Layers shared between platforms or between the
+images named on one command line are converted once.
 
 REF is host[:port]/repository[:tag|@digest] on a registry (credentials from the
 Docker config, TLS unless --plain-http), or with --oci-layout a tag or digest in
@@ -237,7 +244,7 @@ func printSignResult(e *env, res *oci.SignResult) {
 
 func newImageVerifyCmd(e *env) *cobra.Command {
 	var (
-		rf           remoteFlags
+		rf           = remoteFlags{readOnly: true}
 		caPath       string
 		full         bool
 		tmpDir       string
@@ -261,8 +268,10 @@ MiB together, and any malformed candidate fails the image. Then per layer:
   - with --full the layer is fetched and converted again, and metadata, tree and
     root hash must be identical.
 
-Exit status 0 only if every layer of every chosen platform verifies; otherwise a
-report per layer and exit status 1.`,
+Every platform of a multi-platform image is checked unless --platform restricts
+them; platforms without any referrer are listed as unsigned. Exit status 0 only
+if every layer of every checked platform verifies; otherwise a report per layer
+and exit status 1.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if caPath == "" {
@@ -335,6 +344,9 @@ func printVerifyReport(e *env, rep *oci.VerifyReport) {
 			}
 		}
 	}
+	if len(rep.Unsigned) > 0 {
+		fmt.Fprintf(e.stdout, "unsigned platforms: %s (sign them: intact image sign %s, which signs every platform)\n", strings.Join(rep.Unsigned, ", "), rep.Image)
+	}
 	if rep.OK {
 		e.printf("verified %s (%s): %s, in %.1fs\n", rep.Image, rep.Digest, mode, rep.Seconds)
 	}
@@ -348,7 +360,7 @@ func okWord(ok bool) string {
 }
 
 func newImageInspectCmd(e *env) *cobra.Command {
-	var rf remoteFlags
+	rf := remoteFlags{readOnly: true}
 	c := &cobra.Command{
 		Use:   "inspect REF",
 		Short: "List an image's dm-verity referrers, their layers and signatures",

@@ -17,6 +17,7 @@ import (
 
 	"github.com/intact-project/intact/erofs"
 	"github.com/intact-project/intact/internal/atomicfile"
+	"github.com/intact-project/intact/internal/linux"
 	"github.com/intact-project/intact/layer"
 	"github.com/intact-project/intact/verity"
 )
@@ -124,6 +125,9 @@ and leaves no output file.`,
 			if output == "" && hashOutput == "" && metaOutput == "" {
 				return usagef("missing -o OUTPUT (or, with --profile tar-index, --metadata-output and --hash-output)")
 			}
+			if cmd.Flags().Changed("tmpdir") {
+				fmt.Fprintln(e.stderr, "intact: --tmpdir is deprecated, use --tmp-dir")
+			}
 			prof, err := layer.ParseProfile(profile)
 			if err != nil {
 				return usagef("--profile: %v", err)
@@ -203,12 +207,9 @@ and leaves no output file.`,
 			if err != nil {
 				return err
 			}
-			for _, f := range []*atomicfile.File{hf, mf, out} {
-				if f != nil {
-					if err := f.Commit(); err != nil {
-						return err
-					}
-				}
+			// All outputs or none: a late failure takes back the earlier ones.
+			if err := atomicfile.CommitAll(hf, mf, out); err != nil {
+				return err
 			}
 			j := convertJSON{
 				Output: output, Profile: string(res.Profile), RootHash: res.RootHashHex(),
@@ -246,7 +247,10 @@ and leaves no output file.`,
 	f.StringVar(&metaOutput, "metadata-output", "", "tar-index: also write the EROFS metadata blob to this file")
 	f.StringVar(&maxSize, "max-size", "64G", "largest accepted uncompressed layer (decompression bomb limit)")
 	f.IntVar(&maxEntries, "max-entries", erofs.DefaultMaxEntries, "largest accepted number of tar members")
-	f.StringVar(&tmpDir, "tmpdir", "", "directory for spill files (default: an output's directory)")
+	f.StringVar(&tmpDir, "tmp-dir", "", "directory for spill files (default: an output's directory)")
+	// The old spelling; the image commands always said --tmp-dir.
+	f.StringVar(&tmpDir, "tmpdir", "", "deprecated spelling of --tmp-dir")
+	f.MarkHidden("tmpdir")
 	return c
 }
 
@@ -255,21 +259,10 @@ func openLayerImage(p string) (*layer.Image, *os.File, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	st, err := f.Stat()
+	size, err := linux.FileSize(f)
 	if err != nil {
 		f.Close()
 		return nil, nil, err
-	}
-	if !st.Mode().IsRegular() && st.Mode()&os.ModeDevice == 0 {
-		f.Close()
-		return nil, nil, fmt.Errorf("%s is not a file", p)
-	}
-	size := st.Size()
-	if st.Mode()&os.ModeDevice != 0 {
-		if size, err = f.Seek(0, io.SeekEnd); err != nil {
-			f.Close()
-			return nil, nil, err
-		}
 	}
 	im, err := layer.OpenImage(f, size)
 	if err != nil {

@@ -223,3 +223,42 @@ func gzipBytes(t *testing.T, b []byte) []byte {
 	}
 	return buf.Bytes()
 }
+
+// TestLayerConvertNotATar: a short text file is not a layer, and the error
+// says so instead of calling it a truncated tar stream.
+func TestLayerConvertNotATar(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string][]byte{
+		"text-24": []byte("hello, this is a note.\n!"),
+		"text-2k": bytes.Repeat([]byte("not a tar file\n"), 140),
+		"gzip-24": gzipBytes(t, []byte("hello, this is a note.\n!")),
+	} {
+		in := filepath.Join(dir, name)
+		os.WriteFile(in, body, 0o644)
+		code, _, stderr := runCLI(t, "layer", "convert", in, "-o", filepath.Join(dir, name+".img"))
+		if code != 1 || strings.Contains(stderr, "truncated") || !strings.Contains(stderr, "not a valid tar stream") || !strings.Contains(stderr, "gzip or zstd") {
+			t.Errorf("%s: exit %d, stderr %q; want exit 1 saying it is not a tar stream", name, code, stderr)
+		}
+	}
+}
+
+// TestLayerConvertTmpDirFlag: --tmp-dir, as the image commands spell it;
+// the old --tmpdir still works and says it is deprecated.
+func TestLayerConvertTmpDirFlag(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "layer.tar")
+	os.WriteFile(in, erofstest.Stack()[0], 0o644)
+	if code, _, stderr := runCLI(t, "layer", "convert", in, "-o", filepath.Join(dir, "a.img"), "--tmp-dir", t.TempDir()); code != 0 {
+		t.Errorf("--tmp-dir: exit %d %s", code, stderr)
+	}
+	code, _, stderr := runCLI(t, "layer", "convert", in, "-o", filepath.Join(dir, "b.img"), "--tmpdir", t.TempDir())
+	if code != 0 || !strings.Contains(stderr, "deprecated") {
+		t.Errorf("--tmpdir: exit %d %s", code, stderr)
+	}
+	for _, c := range []string{"layer convert", "image sign", "image verify"} {
+		code, out, _ := runCLI(t, append(strings.Fields(c), "--help")...)
+		if code != 0 || !strings.Contains(out, "--tmp-dir") || strings.Contains(out, "--tmpdir") {
+			t.Errorf("%s --help does not offer --tmp-dir alone:\n%s", c, out)
+		}
+	}
+}

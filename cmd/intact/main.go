@@ -13,8 +13,19 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	ctx, stop := interruptContext()
+	code := run(ctx, os.Args[1:], newInterruptibleReader(ctx, os.Stdin), os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+// interruptContext returns a context that the first SIGINT or SIGTERM
+// cancels: commands wind down, remove what they started and exit with
+// status 130. After that first signal the default action is restored, so a
+// second Ctrl-C ends a process that is stuck where cancellation cannot
+// reach (a read from a hung device, an open(2) of a FIFO without writer).
+func interruptContext() (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	context.AfterFunc(ctx, stop)
+	return ctx, stop
 }

@@ -90,12 +90,14 @@ type lintJSON struct {
 	Expected string        `json:"expected,omitempty"`
 	Hint     string        `json:"hint,omitempty"`
 	Warnings []ipe.Finding `json:"warnings"`
+	// Dangerous: a warning says the policy lets untrusted code run.
+	Dangerous bool `json:"dangerous"`
 }
 
 func newPolicyLintCmd(e *env) *cobra.Command {
 	var loaded []string
 	var root, ca string
-	var useRoot bool
+	var useRoot, strict bool
 	c := &cobra.Command{
 		Use:   "lint FILE...",
 		Short: "Check policies as the Linux 6.12 kernel would accept or refuse them",
@@ -104,14 +106,16 @@ is checked together with its envelope) the way the kernel's new_policy write
 would: the same policies are accepted and refused, with the same errno
 (EBADMSG, EINVAL, ERANGE; EACCES, ENAMETOOLONG, EEXIST, EMSGSIZE, ENOMEM,
 EKEYREJECTED, ENOKEY from checks outside the parser), plus line, column, what
-was expected and a hint. Warnings flag accepted but dangerous policies.
+was expected and a hint. Warnings flag accepted but ineffective or dangerous
+policies; DANGER marks the ones that let untrusted code run (a rule that
+allows files on untrusted storage), and such a policy is never called ok.
 
-Exit status: 0 if every file would be accepted (warnings do not count), 1
-otherwise. "-" reads standard input.`,
+Exit status: 0 if every file would be accepted (warnings do not count; with
+--strict they do), 1 otherwise. "-" reads standard input.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if useRoot {
-				fs := &ipe.SecurityFS{Root: root, Log: e.log}
+				fs := &ipe.SecurityFS{Root: root, Logger: e.log}
 				l, err := fs.List(e.ctx)
 				if err != nil {
 					return err
@@ -132,7 +136,7 @@ otherwise. "-" reads standard input.`,
 			bad := 0
 			for _, f := range args {
 				j := lintFile(f, loaded, pool)
-				if !j.Valid {
+				if !j.Valid || (strict && len(j.Warnings) > 0) {
 					bad++
 				}
 				out = append(out, j)
@@ -149,6 +153,9 @@ otherwise. "-" reads standard input.`,
 				msg := ""
 				if len(args) > 1 {
 					msg = fmt.Sprintf("%d of %d policies would be refused by the kernel", bad, len(args))
+					if strict {
+						msg = fmt.Sprintf("%d of %d policies would be refused by the kernel or have warnings (--strict)", bad, len(args))
+					}
 				}
 				return &exitError{code: 1, msg: msg}
 			}
@@ -157,6 +164,7 @@ otherwise. "-" reads standard input.`,
 	}
 	c.Flags().StringSliceVar(&loaded, "loaded", nil, "names of policies already loaded in the target kernel (a name collision is EEXIST)")
 	c.Flags().BoolVar(&useRoot, "check-loaded", false, "read the loaded policies' names from securityfs (see --root)")
+	c.Flags().BoolVar(&strict, "strict", false, "exit 1 also for a policy the kernel accepts but lint warns about")
 	c.Flags().StringVar(&root, "root", ipe.DefaultSecurityFS, "securityfs mount point for --check-loaded")
 	c.Flags().StringVar(&ca, "ca", "", "for signed policies: PEM CA certificate(s) standing in for the kernel's keyrings (the trust check is skipped without it)")
 	return c
@@ -179,6 +187,9 @@ func lintFile(f string, loaded []string, pool *x509.CertPool) lintJSON {
 	j.Valid = res.Valid()
 	if res.Warnings != nil {
 		j.Warnings = res.Warnings
+	}
+	for _, w := range j.Warnings {
+		j.Dangerous = j.Dangerous || w.Danger
 	}
 	if !j.Valid {
 		j.Errno = ipe.ErrnoName(res.Errno())
@@ -204,9 +215,12 @@ func printLint(e *env, j lintJSON) {
 			loc = fmt.Sprintf("%s:%d", loc, j.Column)
 		}
 	}
-	if j.Valid {
+	switch {
+	case j.Valid && j.Dangerous:
+		fmt.Fprintf(e.stdout, "%s: the kernel accepts it, but it lets untrusted code run (DANGER below)\n", j.File)
+	case j.Valid:
 		e.printf("%s: ok (the kernel accepts it)\n", j.File)
-	} else {
+	default:
 		msg := j.Message
 		if j.Errno != "" {
 			msg += " [kernel: " + j.Errno + "]"
@@ -224,7 +238,11 @@ func printLint(e *env, j lintJSON) {
 		if w.Line > 0 {
 			wl = fmt.Sprintf("%s:%d", j.File, w.Line)
 		}
-		fmt.Fprintf(e.stdout, "%s: warning: %s [%s]\n", wl, w.Message, w.Code)
+		level := "warning"
+		if w.Danger {
+			level = "DANGER"
+		}
+		fmt.Fprintf(e.stdout, "%s: %s: %s [%s]\n", wl, level, w.Message, w.Code)
 		if w.Hint != "" {
 			fmt.Fprintf(e.stdout, "%s: hint: %s\n", wl, w.Hint)
 		}
@@ -356,6 +374,9 @@ is logged with enforcing=0). The output is in canonical form and lints valid.`,
 			if name == "" {
 				return usagef("--name is required")
 			}
+			if err := checkOutputs(out); err != nil {
+				return err
+			}
 			v, err := ipe.ParseVersion(version)
 			if err != nil {
 				return usagef("--version %q: %v", version, err)
@@ -442,6 +463,11 @@ is logged with enforcing=0). The output is in canonical form and lints valid.`,
 				return fmt.Errorf("generated policy does not lint: %v", res.Err)
 			}
 			for _, w := range res.Warnings {
+				if w.Danger {
+					// Never silenced by --quiet.
+					fmt.Fprintf(e.stderr, "intact: DANGER: line %d: %s [%s]\nintact: hint: %s\n", w.Line, w.Message, w.Code, w.Hint)
+					continue
+				}
 				e.infof("intact: warning: %s [%s]\n", w.Message, w.Code)
 			}
 			if out == "" || out == "-" {
@@ -463,7 +489,7 @@ is logged with enforcing=0). The output is in canonical form and lints valid.`,
 	f.StringArrayVar(&roothashFiles, "roothash-file", nil, "file of root hashes, one [ALG:]HEX per line (repeatable)")
 	f.StringArrayVar(&fromLayer, "from-layer", nil, "JSON printed by 'intact layer convert --json' (repeatable)")
 	f.StringArrayVar(&fsvds, "allow-fsverity-digest", nil, "allow files with this fs-verity digest, ALG:HEX (repeatable)")
-	f.BoolVar(&anonExec, "allow-anonymous-exec", false, "allow anonymous executable memory for JITs (also allows every untrusted file)")
+	f.BoolVar(&anonExec, "allow-anonymous-exec", false, "DANGEROUS: allow anonymous executable memory for JITs; IPE cannot tell it from an untrusted file, so every untrusted file may run too")
 	f.BoolVar(&auditOnly, "audit-only", false, "mark the policy for permissive deployment (enforce=0)")
 	f.StringVarP(&out, "output", "o", "", "write the policy to this file (default: standard output)")
 	return c
@@ -486,6 +512,12 @@ Output defaults to POLICY.p7s.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if key == "" || cert == "" {
 				return usagef("--key and --cert are required")
+			}
+			if out == "" && args[0] != "-" {
+				out = args[0] + ".p7s"
+			}
+			if err := checkOutputs(out); err != nil {
+				return err
 			}
 			text, err := readBounded(args[0])
 			if err != nil {
@@ -613,7 +645,7 @@ active policy. Needs CAP_MAC_ADMIN.`,
 			if err != nil {
 				return err
 			}
-			fs := &ipe.SecurityFS{Root: root, Log: e.log}
+			fs := &ipe.SecurityFS{Root: root, Logger: e.log}
 			p, err := fs.Load(e.ctx, blob)
 			if err != nil {
 				return err
@@ -653,7 +685,7 @@ refuses otherwise with ESTALE). If the old policy was active, the new one is.`,
 			if err != nil {
 				return err
 			}
-			fs := &ipe.SecurityFS{Root: root, Log: e.log}
+			fs := &ipe.SecurityFS{Root: root, Logger: e.log}
 			p, err := fs.Update(e.ctx, blob)
 			if err != nil {
 				return err
@@ -678,7 +710,7 @@ func newPolicyActivateCmd(e *env) *cobra.Command {
 whose version is older than the active policy's; this is checked first.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fs := &ipe.SecurityFS{Root: root, Log: e.log}
+			fs := &ipe.SecurityFS{Root: root, Logger: e.log}
 			if err := fs.Activate(e.ctx, args[0]); err != nil {
 				return err
 			}
@@ -697,7 +729,7 @@ func newPolicyDeleteCmd(e *env) *cobra.Command {
 		Short: "Remove a loaded policy that is not active",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fs := &ipe.SecurityFS{Root: root, Log: e.log}
+			fs := &ipe.SecurityFS{Root: root, Logger: e.log}
 			if err := fs.Delete(e.ctx, args[0]); err != nil {
 				return err
 			}
@@ -720,7 +752,7 @@ so audit records can be matched to policies. The boot policy has no pkcs7;
 its digest is that of nothing, as the kernel audits it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fs := &ipe.SecurityFS{Root: root, Log: e.log}
+			fs := &ipe.SecurityFS{Root: root, Logger: e.log}
 			l, err := fs.List(e.ctx)
 			if err != nil {
 				return err
@@ -767,7 +799,10 @@ func newPolicyShowCmd(e *env) *cobra.Command {
 		Short: "Print a loaded policy (its text, or with --pkcs7 the signed blob)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fs := &ipe.SecurityFS{Root: root, Log: e.log}
+			if err := checkOutputs(out); err != nil {
+				return err
+			}
+			fs := &ipe.SecurityFS{Root: root, Logger: e.log}
 			var b []byte
 			var err error
 			if raw {
@@ -808,7 +843,7 @@ mode: decisions are still evaluated and denials audited (enforcing=0) but
 nothing is refused. Switching is audited (type 1404).`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fs := &ipe.SecurityFS{Root: root, Log: e.log}
+			fs := &ipe.SecurityFS{Root: root, Logger: e.log}
 			if len(args) == 1 {
 				var on bool
 				switch strings.ToLower(args[0]) {
@@ -894,9 +929,14 @@ line; without it the active policy is read from securityfs when available.
 				}
 				recs = append(recs, r...)
 			}
-			pol, err := auditPolicy(e, policyFile, root)
+			pol, _, err := activeOrFilePolicy(e, policyFile, root)
 			if err != nil {
-				return err
+				if policyFile != "" {
+					return err
+				}
+				// The records carry the decisions; the policy only
+				// locates rules by line.
+				fmt.Fprintf(e.stderr, "intact: warning: the active policy is unknown (%v): rules are not located by line; pass --policy\n", err)
 			}
 			insp := newInspector(e)
 			var out []auditJSON
@@ -984,38 +1024,27 @@ func printAudit(e *env, j auditJSON) {
 	}
 }
 
-// auditPolicy loads the policy to explain against: --policy, else the
-// active one from securityfs (nil if none can be read).
-func auditPolicy(e *env, file, root string) (*ipe.Policy, error) {
+// activeOrFilePolicy loads the policy to evaluate or explain against:
+// --policy, else the active one from securityfs. A nil policy with a nil
+// error means IPE decides nothing (reason says why); a securityfs that
+// cannot be read is an error (see ipe.SecurityFS.ActivePolicy).
+func activeOrFilePolicy(e *env, file, root string) (*ipe.Policy, string, error) {
 	if file != "" {
 		b, err := readBounded(file)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		text, _, err := ipe.PolicyFromFile(b)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", file, err)
+			return nil, "", fmt.Errorf("%s: %w", file, err)
 		}
 		p, err := ipe.Parse(text)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", file, err)
+			return nil, "", fmt.Errorf("%s: %w", file, err)
 		}
-		return p, nil
+		return p, "", nil
 	}
-	fs := &ipe.SecurityFS{Root: root, Log: e.log}
-	act, ok, err := fs.Active(e.ctx)
-	if err != nil || !ok {
-		return nil, nil
-	}
-	text, err := fs.PolicyText(act.Name)
-	if err != nil {
-		return nil, nil
-	}
-	p, err := ipe.Parse(text)
-	if err != nil {
-		return nil, nil
-	}
-	return p, nil
+	return (&ipe.SecurityFS{Root: root, Logger: e.log}).ActivePolicy(e.ctx)
 }
 
 func newPolicyEvalCmd(e *env) *cobra.Command {
@@ -1040,12 +1069,15 @@ inspected.`,
 			if !ok {
 				return usagef("--op %q: unknown operation", opName)
 			}
-			pol, err := auditPolicy(e, policyFile, root)
+			pol, reason, err := activeOrFilePolicy(e, policyFile, root)
 			if err != nil {
+				if policyFile == "" {
+					return fmt.Errorf("cannot read the active IPE policy, so no decision can be predicted: %w (run as root where securityfs is mounted, or pass --policy FILE)", err)
+				}
 				return err
 			}
-			if pol == nil && policyFile == "" {
-				e.infof("intact: no --policy and no active policy readable: IPE allows everything\n")
+			if pol == nil {
+				e.infof("intact: %s: IPE allows everything\n", reason)
 			}
 			insp := newInspector(e)
 			type evalJSON struct {
@@ -1068,15 +1100,9 @@ inspected.`,
 				}
 				d := pol.Evaluate(fp.Context(op))
 				j := evalJSON{Path: p, Decision: d.Action.String(), Properties: fp.Properties(), Props: fp}
-				switch d.Match {
-				case ipe.MatchNoPolicy:
-					j.DecidedBy = "no active policy"
-				case ipe.MatchRule:
-					j.DecidedBy, j.Line = d.Rule.String(), d.Rule.Line
-				case ipe.MatchOpDefault:
-					j.DecidedBy, j.Line = d.AuditRule(), pol.OpDefaultLine[op]
-				case ipe.MatchGlobal:
-					j.DecidedBy, j.Line = d.AuditRule(), pol.GlobalDefaultLine
+				j.DecidedBy, j.Line = d.DecidedBy(pol)
+				if d.Match == ipe.MatchNoPolicy {
+					j.DecidedBy = reason
 				}
 				if d.Action == ipe.ActionDeny {
 					j.Allow = ipe.AllowRules(fp, op)
@@ -1092,11 +1118,7 @@ inspected.`,
 				}
 			} else {
 				for _, j := range out {
-					where := ""
-					if j.Line > 0 {
-						where = fmt.Sprintf(" (line %d)", j.Line)
-					}
-					fmt.Fprintf(e.stdout, "%s: %s %s by %s%s\n", j.Path, j.Decision, op, j.DecidedBy, where)
+					fmt.Fprintf(e.stdout, "%s: %s %s by %s\n", j.Path, j.Decision, op, j.DecidedBy)
 					if j.Props.RealPath != j.Props.Path {
 						fmt.Fprintf(e.stdout, "  real file: %s (%s)\n", j.Props.RealPath, j.Props.RealFSType)
 					}
@@ -1123,7 +1145,7 @@ inspected.`,
 
 // newInspector wires the property sources available in this build.
 func newInspector(e *env) *ipe.Inspector {
-	return &ipe.Inspector{Log: e.log, DMTable: dm.TableText, FSVerity: fsverityDigest}
+	return &ipe.Inspector{Logger: e.log, DMTable: dm.TableText, FSVerity: fsverityDigest}
 }
 
 // readKmsg reads the kernel log's current records from /dev/kmsg.

@@ -248,3 +248,94 @@ func TestPolicyEval(t *testing.T) {
 		t.Errorf("bad --op: exit %d", code)
 	}
 }
+
+// TestPolicyAnonymousExecIsDangerous: --allow-anonymous-exec makes a rule
+// that lets every untrusted file run; new says why, and lint does not call
+// the policy ok (with --strict it fails).
+func TestPolicyAnonymousExecIsDangerous(t *testing.T) {
+	code, pol, stderr := runCLI(t, "policy", "new", "--name", "jit", "--allow-signed-verity", "--allow-anonymous-exec")
+	if code != 0 {
+		t.Fatalf("new: exit %d %s", code, stderr)
+	}
+	for _, want := range []string{"DANGER", "allows-untrusted", "anonymous executable memory", "untrusted"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("policy new does not say why --allow-anonymous-exec is dangerous (%q missing):\n%s", want, stderr)
+		}
+	}
+	f := writeTemp(t, "jit.pol", pol)
+	code, out, _ := runCLI(t, "policy", "lint", f)
+	if code != 0 || strings.Contains(out, ": ok") || !strings.Contains(out, "allows-untrusted") || !strings.Contains(out, "DANGER") {
+		t.Fatalf("lint: exit %d\n%s", code, out)
+	}
+	if code, _, _ := runCLI(t, "policy", "lint", "--strict", f); code != 1 {
+		t.Errorf("lint --strict: exit %d, want 1", code)
+	}
+	code, out, _ = runCLI(t, "policy", "lint", "--json", f)
+	var res []map[string]any
+	if err := json.Unmarshal([]byte(out), &res); err != nil || len(res) != 1 || res[0]["dangerous"] != true {
+		t.Fatalf("lint --json: exit %d %v\n%s", code, err, out)
+	}
+	// A policy that allows trusted sources only stays ok, also with --strict
+	// (the generator silences the informational anon-exec-denied).
+	_, safe, _ := runCLI(t, "policy", "new", "--name", "safe", "--allow-signed-verity")
+	good := writeTemp(t, "good.pol", safe)
+	if code, out, _ := runCLI(t, "policy", "lint", "--strict", good); code != 0 || !strings.Contains(out, ": ok") {
+		t.Errorf("good policy: exit %d\n%s", code, out)
+	}
+}
+
+// fakeSecurityFS lays out a directory like securityfs with an active
+// policy, for --root.
+func fakeSecurityFS(t *testing.T, policy string) string {
+	t.Helper()
+	root := t.TempDir()
+	pd := filepath.Join(root, "ipe", "policies", "cli")
+	os.MkdirAll(pd, 0o755)
+	os.WriteFile(filepath.Join(root, "lsm"), []byte("capability,ipe"), 0o644)
+	for n, v := range map[string]string{"name": "cli", "version": "1.0.0", "active": "1", "policy": policy} {
+		os.WriteFile(filepath.Join(pd, n), []byte(v), 0o644)
+	}
+	return root
+}
+
+// TestPolicyEvalUnreadableSecurityFS: eval never takes a securityfs it
+// cannot read for "no policy, ALLOW": it fails (exit 1) and says why;
+// audit warns that its rules are not located. Only a kernel whose LSM list
+// lacks ipe, or an IPE with no active policy, is "IPE allows everything".
+func TestPolicyEvalUnreadableSecurityFS(t *testing.T) {
+	file := writeTemp(t, "prog", "#!/bin/sh\n")
+	// A readable one: the active policy decides.
+	good := fakeSecurityFS(t, validPolicy)
+	if code, out, stderr := runCLI(t, "policy", "eval", "--root", good, file); code != 0 || !strings.Contains(out, "DENY EXECUTE") {
+		t.Fatalf("readable securityfs: exit %d %s %s", code, out, stderr)
+	}
+	// Unreadable: the policies directory is not a directory, the policy
+	// text is missing, securityfs is not mounted at all.
+	broken := fakeSecurityFS(t, validPolicy)
+	os.RemoveAll(filepath.Join(broken, "ipe", "policies"))
+	os.WriteFile(filepath.Join(broken, "ipe", "policies"), nil, 0o644)
+	noText := fakeSecurityFS(t, validPolicy)
+	os.Remove(filepath.Join(noText, "ipe", "policies", "cli", "policy"))
+	for name, root := range map[string]string{"policies-not-a-dir": broken, "no-policy-text": noText, "not-mounted": t.TempDir()} {
+		code, out, stderr := runCLI(t, "policy", "eval", "--root", root, file)
+		if code != 1 || strings.Contains(out, "ALLOW") || !strings.Contains(stderr, "--policy") {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want exit 1 and no verdict", name, code, out, stderr)
+		}
+		recs := writeTemp(t, "recs", "")
+		code, _, stderr = runCLI(t, "policy", "audit", "--root", root, recs)
+		if code != 0 || !strings.Contains(stderr, "warning") || !strings.Contains(stderr, "active policy") {
+			t.Errorf("%s: audit: exit %d, stderr %q; want a warning that the active policy is unknown", name, code, stderr)
+		}
+	}
+	// IPE not among the LSMs, and IPE without an active policy: ALLOW, said so.
+	noIPE := t.TempDir()
+	os.WriteFile(filepath.Join(noIPE, "lsm"), []byte("capability,landlock,apparmor"), 0o644)
+	inactive := fakeSecurityFS(t, validPolicy)
+	os.WriteFile(filepath.Join(inactive, "ipe", "policies", "cli", "active"), []byte("0"), 0o644)
+	for name, root := range map[string]string{"no-ipe": noIPE, "inactive": inactive} {
+		code, out, stderr := runCLI(t, "policy", "eval", "--root", root, file)
+		if code != 0 || !strings.Contains(out, "ALLOW EXECUTE") {
+			t.Errorf("%s: exit %d %q %q", name, code, out, stderr)
+		}
+	}
+}

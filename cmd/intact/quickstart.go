@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,8 +23,9 @@ import (
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
 
+	"github.com/intact-project/intact/internal/atomicfile"
+	"github.com/intact-project/intact/internal/certs"
 	"github.com/intact-project/intact/internal/sampleimage"
-	"github.com/intact-project/intact/internal/testpki"
 	"github.com/intact-project/intact/oci"
 )
 
@@ -111,21 +115,15 @@ func runQuickstart(e *env, dir string, noMount bool) error {
 
 	// 1. Keys.
 	keysDir := filepath.Join(dir, "keys")
-	pki, err := testpki.New(testpki.Options{Name: "intact quickstart"})
+	pki, err := newQuickstartKeys("intact quickstart", keysDir)
 	if err != nil {
-		return fmt.Errorf("make keys: %w", err)
+		return err
 	}
-	files, err := pki.WriteDir(keysDir)
+	attacker, err := newQuickstartKeys("attacker", filepath.Join(dir, "attacker-keys"))
 	if err != nil {
-		return fmt.Errorf("write keys: %w", err)
+		return err
 	}
-	attacker, err := testpki.New(testpki.Options{Name: "attacker"})
-	if err != nil {
-		return fmt.Errorf("make keys: %w", err)
-	}
-	if _, err := attacker.WriteDir(filepath.Join(dir, "attacker-keys")); err != nil {
-		return fmt.Errorf("write keys: %w", err)
-	}
+	files := pki.files
 	step("keys", true, "CA %s and layer-signing certificate in %s", files.RootPEM, keysDir)
 
 	// 2. Registry.
@@ -133,15 +131,11 @@ func runQuickstart(e *env, dir string, noMount bool) error {
 	if err := os.RemoveAll(regDir); err != nil {
 		return err
 	}
-	srv, err := oci.StartServer(ctx, oci.ServerOptions{Dir: regDir})
+	srv, err := startRegistryProcess(e, registryOptions{Dir: regDir})
 	if err != nil {
 		return err
 	}
-	defer func() {
-		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Close(c)
-	}()
+	defer srv.Stop()
 	rep.Registry = srv.Addr
 	step("registry", true, "olareg on %s (referrers API), storage in %s", srv.Addr, regDir)
 	ropts := oci.RemoteOptions{PlainHTTP: true, NoCredentials: true, Timeout: 10 * time.Second}
@@ -163,7 +157,7 @@ func runQuickstart(e *env, dir string, noMount bool) error {
 	step("sample image", true, "%s: 2 platforms, layers gzip + zstd + uncompressed, %s", repo.Name, short(img.Root.Digest.String()))
 
 	// 4. Sign.
-	signer, err := oci.NewSigner(oci.SignOptions{Key: pki.Leaf.Key, Cert: pki.Leaf.Certificate,
+	signer, err := oci.NewSigner(oci.SignOptions{Key: pki.leafKey, Cert: pki.leaf,
 		Platforms: oci.PlatformSelector{All: true}, TempDir: dir, Logger: e.log})
 	if err != nil {
 		return err
@@ -184,7 +178,7 @@ func runQuickstart(e *env, dir string, noMount bool) error {
 	step("sign", true, "%d referrers (one per platform manifest), %d layers converted once each, in %.2fs", len(sres.Platforms), converted, sres.Seconds)
 
 	// 5. Verify.
-	vopts := oci.VerifyOptions{Roots: pki.Roots(), Platforms: oci.PlatformSelector{All: true}, Full: true, TempDir: dir, Logger: e.log}
+	vopts := oci.VerifyOptions{Roots: pki.roots(), Platforms: oci.PlatformSelector{All: true}, Full: true, TempDir: dir, Logger: e.log}
 	vrep, err := oci.Verify(ctx, repo, vopts)
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
@@ -254,7 +248,7 @@ func runQuickstart(e *env, dir string, noMount bool) error {
 	e.printf("platform manifest was pushed in the Azure Linux containerd2 schema, and verification\n")
 	e.printf("accepts it while refusing a changed layer byte and a signature from an untrusted CA.\n")
 	e.printf("Keys, registry storage and layers are in %s.\n\n", dir)
-	e.printf("Next (intact is `go run ./cmd/intact`, or bin/intact after `make build`):\n")
+	e.printf("Next (intact is bin/intact after `make build`, which builds intact-registry next to it):\n")
 	for _, n := range rep.Next {
 		e.printf("  %s\n", n)
 	}
@@ -403,7 +397,7 @@ func tamperLayer(ctx context.Context, src *oci.Repo, img *sampleimage.Image, ope
 // forgeSignature copies the image into quickstart/forged-signature and
 // attaches a referrer whose first layer's signature over the genuine root
 // hash was made by the attacker's CA.
-func forgeSignature(ctx context.Context, src *oci.Repo, img *sampleimage.Image, attacker *testpki.PKI, open func(string) (*oci.Repo, error)) (*oci.Repo, error) {
+func forgeSignature(ctx context.Context, src *oci.Repo, img *sampleimage.Image, attacker *quickstartKeys, open func(string) (*oci.Repo, error)) (*oci.Repo, error) {
 	dst, err := open("forged-signature:v1")
 	if err != nil {
 		return nil, err
@@ -422,7 +416,7 @@ func forgeSignature(ctx context.Context, src *oci.Repo, img *sampleimage.Image, 
 		e := sel.Selected.Layers[l.Digest]
 		sig := e.Signature
 		if i == 0 {
-			sig, err = oci.SignRootHash(e.RootHash, attacker.Leaf.Key, attacker.Leaf.Certificate, nil)
+			sig, err = oci.SignRootHash(e.RootHash, attacker.leafKey, attacker.leaf, nil)
 			if err != nil {
 				return nil, err
 			}
@@ -569,4 +563,68 @@ func listFiles(dir string, max int) (string, error) {
 
 func readCloser(b []byte) func() (io.ReadCloser, error) {
 	return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+}
+
+// quickstartKeys is a throwaway CA and a layer-signing leaf under it, made
+// by the same code as production keys (internal/certs) and written as
+// root.pem, root.key, cert.pem and key.pem (keys PKCS#8, mode 0600).
+type quickstartKeys struct {
+	ca      *x509.Certificate
+	leaf    *x509.Certificate
+	leafKey crypto.Signer
+	files   struct{ RootPEM, RootKey, CertPEM, KeyPEM string }
+}
+
+func newQuickstartKeys(name, dir string) (*quickstartKeys, error) {
+	now := time.Now().Add(-time.Hour).Truncate(time.Second)
+	until := now.Add(10 * 365 * 24 * time.Hour)
+	caKey, err := certs.GenerateKey(certs.RSA2048)
+	if err != nil {
+		return nil, fmt.Errorf("make keys: %w", err)
+	}
+	k := &quickstartKeys{}
+	if k.ca, err = certs.Issue(certs.CATemplate(pkix.Name{CommonName: name + " root CA"}, now, until, 0), caKey.Public(), nil, caKey); err != nil {
+		return nil, fmt.Errorf("make keys: %w", err)
+	}
+	if k.leafKey, err = certs.GenerateKey(certs.RSA2048); err != nil {
+		return nil, fmt.Errorf("make keys: %w", err)
+	}
+	if k.leaf, err = certs.Issue(certs.CodeSigningTemplate(pkix.Name{CommonName: name + " layer signer"}, now, until), k.leafKey.Public(), k.ca, caKey); err != nil {
+		return nil, fmt.Errorf("make keys: %w", err)
+	}
+	caPEM, err := certs.MarshalPrivateKeyPEM(caKey)
+	if err != nil {
+		return nil, err
+	}
+	leafPEM, err := certs.MarshalPrivateKeyPEM(k.leafKey)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("write keys: %w", err)
+	}
+	f := &k.files
+	f.RootPEM, f.RootKey = filepath.Join(dir, "root.pem"), filepath.Join(dir, "root.key")
+	f.CertPEM, f.KeyPEM = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	for _, w := range []struct {
+		path string
+		data []byte
+		perm os.FileMode
+	}{
+		{f.RootPEM, certs.MarshalCertificatePEM(k.ca), 0o644},
+		{f.RootKey, caPEM, 0o600},
+		{f.CertPEM, certs.MarshalCertificatePEM(k.leaf), 0o644},
+		{f.KeyPEM, leafPEM, 0o600},
+	} {
+		if err := atomicfile.WriteFile(w.path, w.data, w.perm); err != nil {
+			return nil, fmt.Errorf("write keys: %w", err)
+		}
+	}
+	return k, nil
+}
+
+func (k *quickstartKeys) roots() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(k.ca)
+	return p
 }

@@ -12,6 +12,7 @@ import (
 
 func runQuickstartJSON(t *testing.T, extra ...string) quickstartReport {
 	t.Helper()
+	needRegistryCommand(t)
 	dir := t.TempDir()
 	code, out, stderr := runCLI(t, append([]string{"quickstart", "--dir", dir, "--json"}, extra...)...)
 	if code != 0 {

@@ -54,7 +54,9 @@ type exitError struct {
 
 func (e *exitError) Error() string { return e.msg }
 
-// usageError marks errors in how the command was called (exit status 2).
+// usageError marks errors in how the command was called (exit status 2):
+// cobra's flag and argument validation (wrapped by newRootCmd) and usagef
+// in handlers. Every other error is exit status 1, whatever its text says.
 type usageError struct{ err error }
 
 func (e *usageError) Error() string { return e.err.Error() }
@@ -70,7 +72,9 @@ func newRootCmd(e *env) *cobra.Command {
 		Short: "Code integrity for Linux container hosts, from firmware to every container",
 		Long: `intact builds and checks the pieces of a code-integrity chain for container
 hosts: dm-verity hash trees and root-hash signatures, fs-verity digests,
-EROFS layer images, IPE policies, signed images and immutable host images.
+EROFS layer images, IPE policies and signed container images; Authenticode
+signed UKIs and immutable host images for Secure Boot; signed kernel modules
+and driver volumes.
 
 Every command answers --help. Global flags: --json for machine-readable output
 on stdout, --quiet to print only what was asked for, --debug for debug logs.`,
@@ -95,6 +99,10 @@ on stdout, --quiet to print only what was asked for, --debug for debug logs.`,
 	root.PersistentFlags().BoolVarP(&e.quiet, "quiet", "q", false, "print only errors and the requested data")
 	root.PersistentFlags().BoolVar(&e.debug, "debug", false, "print debug logs on stderr")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &usageError{err} })
+	// Command groups get a handler (typedUsageErrors) only to refuse
+	// unknown subcommands: their usage shows the subcommands, not a
+	// "[flags]" form of their own.
+	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(), "{{if .Runnable}}", "{{if and .Runnable (not .HasAvailableSubCommands)}}", 1))
 	root.CompletionOptions.DisableDefaultCmd = true
 	for _, f := range commandGroups {
 		g := f(e)
@@ -103,11 +111,36 @@ on stdout, --quiet to print only what was asked for, --debug for debug logs.`,
 		}
 		root.AddCommand(g)
 	}
+	typedUsageErrors(root)
 	return root
 }
 
+// typedUsageErrors makes every argument-validation error of the tree a
+// usageError, so that run can tell usage errors by type. A command group
+// (subcommands, no handler of its own) gets a handler that prints its help
+// when called alone and a usage error for an unknown subcommand: cobra
+// would otherwise print the help and exit 0 for "intact verity frmat".
+func typedUsageErrors(c *cobra.Command) {
+	if !c.Runnable() && c.HasSubCommands() {
+		c.Args = cobra.NoArgs
+		c.RunE = func(cmd *cobra.Command, args []string) error { return cmd.Help() }
+	}
+	if v := c.Args; v != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := v(cmd, args); err != nil {
+				return &usageError{err}
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		typedUsageErrors(sub)
+	}
+}
+
 // run executes the CLI with args and returns the process exit status:
-// 0 success, 1 failure, 2 usage error, or the code of an exitError.
+// 0 success, 1 failure, 2 usage error, 130 interrupted (ctx cancelled), or
+// the code of an exitError.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	e := &env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr,
 		log: slog.New(slog.NewTextHandler(stderr, nil))}
@@ -116,6 +149,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
+	}
+	if ctx.Err() != nil {
+		// Interrupted (Ctrl-C, SIGTERM): whatever the command was doing
+		// failed because of it; say so once, with the shell's status.
+		e.log.Debug("interrupted", "err", err)
+		fmt.Fprintln(stderr, "intact: interrupted")
+		return 130
 	}
 	var ee *exitError
 	if errors.As(err, &ee) {
@@ -126,23 +166,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	fmt.Fprintln(stderr, "intact: "+oneLine(err.Error()))
 	var ue *usageError
-	if errors.As(err, &ue) || isCobraUsageError(err) {
+	if errors.As(err, &ue) {
 		fmt.Fprintln(stderr, "Run 'intact --help' or add --help to the command for usage.")
 		return 2
 	}
 	return 1
-}
-
-// isCobraUsageError recognizes the argument-count and unknown-command errors
-// cobra returns as plain errors.
-func isCobraUsageError(err error) bool {
-	s := err.Error()
-	for _, p := range []string{"unknown command", "accepts ", "requires at least", "requires at most", "received ", "unknown flag", "unknown shorthand flag", "flag needs an argument", "invalid argument"} {
-		if strings.Contains(s, p) {
-			return true
-		}
-	}
-	return false
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

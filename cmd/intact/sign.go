@@ -114,9 +114,15 @@ atomically, or to standard output with -o - (not to a terminal).`,
 			if out == "-" && isTerminal(e.stdout) {
 				return usagef("refusing to write a binary signature to a terminal; use -o FILE or redirect")
 			}
+			if err := checkOutputs(out); err != nil {
+				return err
+			}
 			s, err := loadPKCS7Signer(keyPath, certPath, chainPath)
 			if err != nil {
 				return err
+			}
+			if err := pkcs7.CheckKernelSigner(s.Certificate, s.Chain); err != nil {
+				fmt.Fprintf(e.stderr, "intact: warning: %v\n", err)
 			}
 			opts := pkcs7.SignOptions{Hash: h, NoCerts: noCert}
 			if skid {

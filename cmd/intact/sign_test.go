@@ -211,3 +211,44 @@ func TestVeritySignBadInput(t *testing.T) {
 		}
 	}
 }
+
+// opensslV1Leaf makes a leaf with 'openssl x509 -req' and no extension
+// file: a v1 certificate without authorityKeyIdentifier, which Linux
+// cannot link to its CA (ENOKEY).
+func opensslV1Leaf(t *testing.T, caCert, caKey string) (keyPath, certPath string) {
+	t.Helper()
+	dir := t.TempDir()
+	keyPath, certPath = filepath.Join(dir, "leaf.key"), filepath.Join(dir, "leaf.pem")
+	csr := filepath.Join(dir, "leaf.csr")
+	sigOpenSSL(t, "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", keyPath, "-out", csr, "-subj", "/CN=v1 leaf")
+	sigOpenSSL(t, "x509", "-req", "-in", csr, "-CA", caCert, "-CAkey", caKey, "-set_serial", "9", "-days", "2", "-out", certPath)
+	return keyPath, certPath
+}
+
+// TestV1LeafSignerIsFlagged: a signer certificate without
+// authorityKeyIdentifier is named as the problem before the kernel answers
+// ENOKEY: verify-signature refuses, verity sign and verity open warn, image
+// sign refuses to publish such signatures.
+func TestV1LeafSignerIsFlagged(t *testing.T) {
+	f := testpki.MustNew(t, testpki.Options{Key: testpki.RSA2048}).MustWriteDir(t, t.TempDir())
+	key, cert := opensslV1Leaf(t, f.RootPEM, f.RootKey)
+	dir := t.TempDir()
+	sig := filepath.Join(dir, "sig")
+	code, _, stderr := runCLI(t, "verity", "sign", "--key", key, "--cert", cert, "-o", sig, sigTestRootHash)
+	if code != 0 || !strings.Contains(stderr, "authorityKeyIdentifier") {
+		t.Errorf("verity sign: exit %d, stderr %q; want a warning naming authorityKeyIdentifier", code, stderr)
+	}
+	code, _, stderr = runCLI(t, "verity", "verify-signature", "--ca", f.RootPEM, sigTestRootHash, sig)
+	if code != 1 || !strings.Contains(stderr, "authorityKeyIdentifier") || !strings.Contains(stderr, "ENOKEY") {
+		t.Errorf("verify-signature: exit %d, stderr %q; want exit 1 naming authorityKeyIdentifier and ENOKEY", code, stderr)
+	}
+	code, _, stderr = runCLI(t, "verity", "open", "v1test", filepath.Join(dir, "no-such-data"), sigTestRootHash, "--signature", sig)
+	if code == 0 || !strings.Contains(stderr, "authorityKeyIdentifier") {
+		t.Errorf("verity open: exit %d, stderr %q; want the warning before anything else", code, stderr)
+	}
+	img := newImageFixture(t)
+	code, _, stderr = runCLI(t, "image", "sign", img.ref, "--plain-http", "--no-credentials", "--key", key, "--cert", cert)
+	if code != 1 || !strings.Contains(stderr, "authorityKeyIdentifier") {
+		t.Errorf("image sign: exit %d, stderr %q; want a refusal naming authorityKeyIdentifier", code, stderr)
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/intact-project/intact/internal/atomicfile"
+	"github.com/intact-project/intact/internal/linux"
 	"github.com/intact-project/intact/verity"
 )
 
@@ -169,22 +169,6 @@ func truncateArg(s string) string {
 	return s
 }
 
-// fileSize returns the size of a regular file or block device.
-func fileSize(f *os.File) (int64, error) {
-	st, err := f.Stat()
-	if err != nil {
-		return 0, err
-	}
-	if st.Mode().IsRegular() {
-		return st.Size(), nil
-	}
-	n, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		return 0, fmt.Errorf("size of %s: %w", f.Name(), err)
-	}
-	return n, nil
-}
-
 // verityInfo is the --json form of a tree's parameters.
 type verityInfo struct {
 	RootHash       string `json:"root_hash,omitempty"`
@@ -292,7 +276,11 @@ padding is then written as part of the file), or after you pad it yourself
 covers the first N blocks only (veritysetup's behaviour for a partial block).
 
 On failure nothing is left behind: a new HASH is not created, and a file the
-tree was written into is restored to its previous size and contents.`,
+tree was written into is restored to its previous size and contents. While
+format writes into an existing file, the bytes it overwrites are kept in
+.NAME.intact-backup-at-OFFSET-* next to it (removed when format ends): if
+the process is killed, write that file back at OFFSET (dd conv=notrunc
+seek=OFFSET oflag=seek_bytes) and truncate NAME to its old size.`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return e.runVerityFormat(&lf, args, rootHashFile)
@@ -308,14 +296,15 @@ func (e *env) runVerityFormat(lf *layoutFlags, args []string, rootHashFile strin
 	if err != nil {
 		return err
 	}
+	if err := checkOutputs(rootHashFile); err != nil {
+		return err
+	}
 	if !lf.changed("salt") {
 		p.Salt = make([]byte, 32)
 		rand.Read(p.Salt)
 	}
 	if lf.uuid == "" && !p.NoSuperblock {
-		rand.Read(p.UUID[:])
-		p.UUID[6] = p.UUID[6]&0x0f | 0x40 // version 4
-		p.UUID[8] = p.UUID[8]&0x3f | 0x80 // RFC 4122 variant
+		p.UUID = verity.NewUUID()
 	}
 	if lf.noSuperblock && lf.changed("uuid") {
 		return usagef("--uuid needs a superblock (it is stored there); drop --no-superblock or --uuid")
@@ -346,9 +335,9 @@ func (e *env) runVerityFormat(lf *layoutFlags, args []string, rootHashFile strin
 		return fmt.Errorf("open data: %w", err)
 	}
 	defer df.Close()
-	size, err := fileSize(df)
+	size, err := linux.FileSize(df)
 	if err != nil {
-		return err
+		return fmt.Errorf("data: %w", err)
 	}
 	dbs := uint64(p.DataBlockSize)
 	usize := uint64(size)
@@ -391,14 +380,24 @@ func (e *env) runVerityFormat(lf *layoutFlags, args []string, rootHashFile strin
 	// Where the hash area goes.
 	var out outputFile
 	if appended {
-		out, err = openInPlace(df, p.HashOffset, l.HashEnd)
+		var w *atomicfile.InPlace
+		if w, err = editInPlace(df, p.HashOffset, l.HashEnd); err == nil {
+			out = inPlaceOutput{w: w}
+		}
 	} else {
 		out, err = openHashOutput(args[1], p.HashOffset, l.HashEnd)
 	}
 	if err != nil {
 		return err
 	}
-	defer out.abort()
+	// From here on every failure puts back what was overwritten, and says
+	// so when it cannot (the backup then stays, named in the error).
+	fail := func(err error) error {
+		if aerr := out.abort(); aerr != nil {
+			return fmt.Errorf("%w; %w", err, aerr)
+		}
+		return err
+	}
 
 	prog, endProg := e.progress("verity format")
 	res, err := verity.Format(e.ctx, df, p, out.file(), &verity.Options{
@@ -406,18 +405,24 @@ func (e *env) runVerityFormat(lf *layoutFlags, args []string, rootHashFile strin
 	})
 	endProg()
 	if err != nil {
-		return fmt.Errorf("format: %s", stripSentinel(err))
+		return fail(fmt.Errorf("format: %s", stripSentinel(err)))
 	}
+	var rh *atomicfile.File
 	if rootHashFile != "" {
-		if err := atomicfile.WriteFile(rootHashFile, []byte(verity.RootHashHex(res.RootHash)), 0o644); err != nil {
-			return err
+		if rh, err = atomicfile.Create(rootHashFile, 0o644); err == nil {
+			if _, err = rh.Write([]byte(verity.RootHashHex(res.RootHash))); err != nil {
+				rh.Abort()
+			}
+		}
+		if err != nil {
+			return fail(err)
 		}
 	}
-	if err := out.commit(); err != nil {
-		if rootHashFile != "" {
-			os.Remove(rootHashFile)
+	if err := out.commitWith(rh); err != nil {
+		if rh != nil {
+			rh.Abort()
 		}
-		return err
+		return fail(err)
 	}
 	hashPath := dataPath
 	if !appended {
@@ -444,19 +449,55 @@ func sameFile(a, b string) bool {
 }
 
 // outputFile is where format writes the hash area: a new file that is
-// renamed into place on commit, or an existing file written in place and
-// restored on abort.
+// named on commit, or an existing file (or device) written in place and
+// restored on abort (atomicfile.InPlace).
 type outputFile interface {
 	file() *os.File
-	commit() error
-	abort()
+	// commitWith publishes the output together with extra (the
+	// --root-hash-file, may be nil): both or neither.
+	commitWith(extra *atomicfile.File) error
+	abort() error
 }
 
 type newOutput struct{ f *atomicfile.File }
 
 func (o newOutput) file() *os.File { return o.f.File }
-func (o newOutput) commit() error  { return o.f.Commit() }
-func (o newOutput) abort()         { o.f.Abort() }
+func (o newOutput) commitWith(extra *atomicfile.File) error {
+	return atomicfile.CommitAll(o.f, extra)
+}
+func (o newOutput) abort() error { o.f.Abort(); return nil }
+
+// inPlaceOutput writes into an existing file or device.
+type inPlaceOutput struct {
+	w     *atomicfile.InPlace
+	owned bool // close the file when done
+}
+
+func (o inPlaceOutput) file() *os.File { return o.w.File() }
+
+func (o inPlaceOutput) commitWith(extra *atomicfile.File) error {
+	err := o.w.Flush()
+	if err == nil && extra != nil {
+		err = extra.Commit()
+	}
+	if err == nil {
+		err = o.w.Commit()
+	}
+	if o.owned {
+		if cerr := o.w.File().Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("write %s: %w", o.w.File().Name(), cerr)
+		}
+	}
+	return err
+}
+
+func (o inPlaceOutput) abort() error {
+	err := o.w.Abort()
+	if o.owned {
+		o.w.File().Close()
+	}
+	return err
+}
 
 // openHashOutput prepares HASH: a regular file written only from offset 0
 // (or not existing yet) is replaced atomically; a block device, or an
@@ -480,90 +521,22 @@ func openHashOutput(path string, hashOffset, hashEnd uint64) (outputFile, error)
 	if err != nil {
 		return nil, fmt.Errorf("open hash output: %w", err)
 	}
-	o, err := openInPlace(f, hashOffset, hashEnd)
+	w, err := editInPlace(f, hashOffset, hashEnd)
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	o.owned = true
-	return o, nil
+	return inPlaceOutput{w: w, owned: true}, nil
 }
 
-// inPlace writes into an existing file or device. It saves the bytes of the
-// region it will overwrite (to an unlinked temporary file) and, on abort,
-// writes them back and truncates a regular file to its old size.
-type inPlace struct {
-	f        *os.File
-	owned    bool // close f when done
-	regular  bool
-	origSize int64
-	backup   *os.File
-	from, to int64 // saved region
-	done     bool
-}
-
-func openInPlace(f *os.File, start, end uint64) (*inPlace, error) {
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
+// editInPlace prepares writing [start, end) of f, the verity way: a device
+// too small is verity.ErrTooSmall.
+func editInPlace(f *os.File, start, end uint64) (*atomicfile.InPlace, error) {
+	w, err := atomicfile.EditInPlace(f, int64(start), int64(end))
+	if errors.Is(err, atomicfile.ErrTooSmall) {
+		return nil, fmt.Errorf("%w: %w", verity.ErrTooSmall, err)
 	}
-	size, err := fileSize(f)
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() && end > uint64(size) {
-		return nil, fmt.Errorf("%w: %s has %d bytes, the hash area needs %d", verity.ErrTooSmall, f.Name(), size, end)
-	}
-	w := &inPlace{f: f, regular: st.Mode().IsRegular(), origSize: size, from: int64(start), to: min(int64(end), size)}
-	if w.to > w.from {
-		b, err := os.CreateTemp("", "intact-verity-backup-*")
-		if err != nil {
-			return nil, fmt.Errorf("save the region the tree overwrites: %w", err)
-		}
-		os.Remove(b.Name())
-		if _, err := io.Copy(b, io.NewSectionReader(f, w.from, w.to-w.from)); err != nil {
-			b.Close()
-			return nil, fmt.Errorf("save the region the tree overwrites: %w", err)
-		}
-		w.backup = b
-	}
-	return w, nil
-}
-
-func (w *inPlace) file() *os.File { return w.f }
-
-func (w *inPlace) commit() error {
-	w.done = true
-	if w.backup != nil {
-		w.backup.Close()
-	}
-	err := w.f.Sync()
-	if w.owned {
-		if cerr := w.f.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", w.f.Name(), err)
-	}
-	return nil
-}
-
-func (w *inPlace) abort() {
-	if w.done {
-		return
-	}
-	w.done = true
-	if w.backup != nil {
-		io.Copy(io.NewOffsetWriter(w.f, w.from), io.NewSectionReader(w.backup, 0, w.to-w.from))
-		w.backup.Close()
-	}
-	if w.regular {
-		w.f.Truncate(w.origSize)
-	}
-	if w.owned {
-		w.f.Close()
-	}
+	return w, err
 }
 
 // treeSource resolves DATA [HASH] ROOT_HASH and the layout flags into
@@ -585,48 +558,40 @@ func (e *env) resolveTree(lf *layoutFlags, args []string, needData bool) (*treeS
 	if inData && !lf.changed("hash-offset") {
 		return nil, usagef("the tree is inside DATA (no HASH given): --hash-offset is required")
 	}
+	p := verity.Params{HashOffset: lf.hashOffset}
 	if lf.noSuperblock {
-		p, err := lf.params()
-		if err != nil {
+		var err error
+		if p, err = lf.params(); err != nil {
 			return nil, err
 		}
 		if !lf.changed("data-blocks") {
 			if inData {
 				return nil, usagef("the tree is inside DATA and there is no superblock: --data-blocks is required")
 			}
-			f, err := os.Open(ts.dataPath)
-			if err != nil {
-				if needData {
-					return nil, fmt.Errorf("open data: %w", err)
-				}
+			p.DataBlocks = 0 // the size of DATA
+		}
+		// A bad shape is a usage error, whatever DATA holds.
+		probe := p
+		probe.DataBlocks = max(p.DataBlocks, 1)
+		if _, err := probe.Layout(); err != nil {
+			return nil, usagef("%s", stripSentinel(err))
+		}
+		if !lf.changed("data-blocks") && !needData {
+			if _, err := os.Stat(ts.dataPath); err != nil {
 				return nil, usagef("--data-blocks is required (%v)", err)
 			}
-			size, err := fileSize(f)
-			f.Close()
-			if err != nil {
-				return nil, err
-			}
-			p.DataBlocks = uint64(size) / uint64(p.DataBlockSize)
-			if p.DataBlocks == 0 {
-				return nil, fmt.Errorf("%s has %d bytes, less than one data block of %d", ts.dataPath, size, p.DataBlockSize)
-			}
 		}
-		ts.p = p
-	} else {
-		hf, err := os.Open(ts.hashPath)
-		if err != nil {
-			return nil, fmt.Errorf("open hash device: %w", err)
-		}
-		p, err := verity.ReadSuperblock(hf, lf.hashOffset)
-		hf.Close()
-		if err != nil {
-			return nil, fmt.Errorf("%s at offset %d: %s", ts.hashPath, lf.hashOffset, stripSentinel(err))
-		}
-		if err := lf.checkAgainstSuperblock(p); err != nil {
+	}
+	rp, err := verity.ResolveParams(p, ts.dataPath, ts.hashPath)
+	if err != nil {
+		return nil, errors.New(stripSentinel(err))
+	}
+	if !lf.noSuperblock {
+		if err := lf.checkAgainstSuperblock(rp); err != nil {
 			return nil, err
 		}
-		ts.p = p
 	}
+	ts.p = rp
 	l, err := ts.p.Layout()
 	if err != nil {
 		return nil, usagef("%s", stripSentinel(err))

@@ -2,15 +2,16 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/intact-project/intact/internal/testutil"
 )
@@ -221,35 +222,129 @@ func TestVerityBadInput(t *testing.T) {
 	}
 }
 
-// TestVerityFormatRestoresOnFailure: a format that fails after it started
-// writing into an existing file (here: interrupted) leaves the file as it
-// was, both when the tree is appended to DATA and when it overwrites the
-// middle of an existing HASH file.
-func TestVerityFormatRestoresOnFailure(t *testing.T) {
-	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	orig := randFile(t, data, 1<<20+100)
-	hash := filepath.Join(dir, "hash")
-	origHash := randFile(t, hash, 1<<20)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	for _, args := range [][]string{
-		{"verity", "format", data},
-		{"verity", "format", data, "--data-blocks", "256", hash, "--hash-offset", "8192"},
+// TestVerityFormatRestoresOnFailureAsRoot: a format that fails after it
+// started writing into an existing file leaves the file as it was, both
+// when the tree is appended to DATA and when it overwrites the middle of an
+// existing HASH file. The failure is real and comes in the middle of the
+// writes: the files sit on a tmpfs too small for the tree (ENOSPC).
+func TestVerityFormatRestoresOnFailureAsRoot(t *testing.T) {
+	testutil.RequireRoot(t)
+	mount := testutil.RequireTool(t, "mount")
+	for _, c := range []struct {
+		name string
+		args func(data, hash string) []string
+	}{
+		{"appended", func(data, hash string) []string { return []string{"verity", "format", data} }},
+		{"hash-in-place", func(data, hash string) []string {
+			return []string{"verity", "format", data, "--data-blocks", "2048", "--data-block-size", "512", "--hash-block-size", "512", hash, "--hash-offset", "8192"}
+		}},
 	} {
-		var out, errb bytes.Buffer
-		if code := run(ctx, args, strings.NewReader(""), &out, &errb); code == 0 {
-			t.Fatalf("%v: interrupted format succeeded", args)
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if out, err := exec.Command(mount, "-t", "tmpfs", "-o", "size=2m", "tmpfs", dir).CombinedOutput(); err != nil {
+				t.Fatalf("mount tmpfs: %v %s", err, out)
+			}
+			t.Cleanup(func() { exec.Command("umount", dir).Run() })
+			data := filepath.Join(dir, "data")
+			hash := filepath.Join(dir, "hash")
+			var orig, origHash []byte
+			// The tmpfs has 512 pages.
+			if c.name == "appended" {
+				// 510 pages of data leave 2: its tree with superblock
+				// needs 6.
+				orig = randFile(t, data, 510*4096)
+			} else {
+				// 486 pages of data and a HASH of 12 leave 14: the backup
+				// of HASH's bytes past the offset takes 10, the tree of
+				// 2048 512-byte blocks runs 8 pages past HASH's end.
+				orig = randFile(t, data, 486*4096)
+				origHash = randFile(t, hash, 12*4096)
+			}
+			code, _, stderr := runCLI(t, c.args(data, hash)...)
+			if code != 1 || !strings.Contains(stderr, "no space left") {
+				t.Fatalf("exit %d, stderr %q; want the format to fail with ENOSPC", code, stderr)
+			}
+			if got, _ := os.ReadFile(data); !bytes.Equal(got, orig) {
+				t.Errorf("DATA not restored (%d bytes, was %d)", len(got), len(orig))
+			}
+			if origHash != nil {
+				if got, _ := os.ReadFile(hash); !bytes.Equal(got, origHash) {
+					t.Errorf("HASH not restored (%d bytes, was %d)", len(got), len(origHash))
+				}
+			}
+			if ents, _ := os.ReadDir(dir); len(ents) != map[bool]int{true: 1, false: 2}[origHash == nil] {
+				t.Errorf("left behind: %v", ents)
+			}
+		})
+	}
+}
+
+// TestVerityFormatKilledInPlaceIsRecoverable: kill -9 while format writes
+// into an existing HASH file leaves the overwritten bytes in a named
+// backup next to it, so the file can be restored. The old code unlinked the
+// backup as soon as it had made it.
+func TestVerityFormatKilledInPlaceIsRecoverable(t *testing.T) {
+	dir := t.TempDir()
+	data, hash := filepath.Join(dir, "data"), filepath.Join(dir, "hash")
+	// 512 MiB of zeros (sparse) in 512-byte blocks with sha512: 64 MiB of
+	// level-0 digests, which go to HASH while the data is hashed.
+	f, err := os.Create(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(512 << 20)
+	f.Close()
+	const off = 8192
+	origHash := randFile(t, hash, off+72<<20)
+	cmd := intactProcess(t, "verity", "format", data, hash, "--hash-offset", strconv.Itoa(off),
+		"--hash", "sha512", "--data-block-size", "512", "--hash-block-size", "512")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Kill it as soon as HASH's old bytes start to change.
+	hf, err := os.Open(hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hf.Close()
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	buf := make([]byte, 64<<10)
+	changed := false
+	for deadline := time.Now().Add(2 * time.Minute); !changed && time.Now().Before(deadline); {
+		select {
+		case <-exited:
+			t.Skip("format finished before a change was seen; nothing to recover")
+		default:
 		}
-		if !strings.Contains(errb.String(), "context canceled") {
-			t.Fatalf("%v: %s", args, errb.String())
+		for pos := int64(off); pos < int64(len(origHash)); pos += 8 << 20 {
+			n, _ := hf.ReadAt(buf, pos)
+			if !bytes.Equal(buf[:n], origHash[pos:pos+int64(n)]) {
+				changed = true
+				break
+			}
 		}
-		if got, _ := os.ReadFile(data); !bytes.Equal(got, orig) {
-			t.Fatalf("%v: DATA not restored (%d bytes, was %d)", args, len(got), len(orig))
-		}
-		if got, _ := os.ReadFile(hash); !bytes.Equal(got, origHash) {
-			t.Fatalf("%v: HASH not restored", args)
-		}
+	}
+	cmd.Process.Kill()
+	<-exited
+	if !changed {
+		t.Fatal("HASH never changed")
+	}
+	got, _ := os.ReadFile(hash)
+	if bytes.Equal(got, origHash) {
+		return
+	}
+	backups, _ := filepath.Glob(filepath.Join(dir, ".hash.intact-backup-at-"+strconv.Itoa(off)+"-*"))
+	if len(backups) != 1 {
+		t.Fatalf("HASH changed and %d backups found in %s", len(backups), dir)
+	}
+	b, _ := os.ReadFile(backups[0])
+	restored := append(got[:off:off], b...)
+	if len(restored) < len(origHash) {
+		restored = append(restored, got[len(restored):]...)
+	}
+	if !bytes.Equal(restored[:len(origHash)], origHash) {
+		t.Fatal("the backup does not hold the overwritten bytes")
 	}
 }
 
@@ -277,25 +372,24 @@ func TestVerityTableAndDump(t *testing.T) {
 	}
 }
 
-// TestInPlaceAbortRestores: the in-place writer used for existing outputs
-// puts back the bytes it overwrote and the old size on abort.
-func TestInPlaceAbortRestores(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "f")
-	orig := randFile(t, path, 10000)
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	w, err := openInPlace(f, 4096, 20000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.file().WriteAt(bytes.Repeat([]byte{0xee}, 30000), 4096); err != nil {
-		t.Fatal(err)
-	}
-	w.abort()
-	if got, _ := os.ReadFile(path); !bytes.Equal(got, orig) {
-		t.Fatalf("after abort: %d bytes, equal prefix %v", len(got), bytes.Equal(got[:4096], orig[:4096]))
+// TestDirectoryIsNotData: a directory as DATA (or as a layer image) is
+// refused as a directory; it used to be sized as 2^63-1 bytes.
+func TestDirectoryIsNotData(t *testing.T) {
+	dir := t.TempDir()
+	hash := filepath.Join(t.TempDir(), "hash")
+	randFile(t, hash, 8192)
+	root := strings.Repeat("ab", 32)
+	for _, args := range [][]string{
+		{"verity", "format", dir},
+		{"verity", "format", dir, hash},
+		{"verity", "verify", dir, hash, root, "--no-superblock"},
+		{"verity", "table", dir, hash, root, "--no-superblock"},
+		{"layer", "verify", dir, root},
+		{"layer", "inspect", dir},
+	} {
+		code, _, stderr := runCLI(t, args...)
+		if code != 1 || !strings.Contains(stderr, "is a directory") || strings.Contains(stderr, "922337203685477") {
+			t.Errorf("%v: exit %d, stderr %q; want exit 1 naming the directory", args[:2], code, stderr)
+		}
 	}
 }

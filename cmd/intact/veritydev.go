@@ -53,6 +53,18 @@ Needs root and the dm-verity and loop kernel modules.`,
 		Args: cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
+			var sig []byte
+			if sigFile != "" {
+				var err error
+				if sig, err = readLimited(sigFile, maxSignatureFile); err != nil {
+					return fmt.Errorf("--signature: %w", err)
+				}
+				// Say what is wrong with the signer before the kernel
+				// answers with a bare ENOKEY.
+				if err := veritydev.CheckSignature(sig); err != nil {
+					fmt.Fprintf(e.stderr, "intact: warning: %v\n", err)
+				}
+			}
 			targs := []string{args[1], args[2]}
 			if hashFile != "" {
 				targs = []string{args[1], hashFile, args[2]}
@@ -61,15 +73,9 @@ Needs root and the dm-verity and loop kernel modules.`,
 			if err != nil {
 				return err
 			}
-			var sig []byte
-			if sigFile != "" {
-				if sig, err = readLimited(sigFile, maxSignatureFile); err != nil {
-					return fmt.Errorf("--signature: %w", err)
-				}
-			}
 			d, err := veritydev.OpenConfig(e.ctx, veritydev.Config{
 				Name: name, Data: ts.dataPath, Hash: ts.hashPath, Params: ts.p, RootHash: ts.root,
-				Signature: sig, Table: o, Log: e.log,
+				Signature: sig, Table: o, Logger: e.log,
 			})
 			if err != nil {
 				if errors.Is(err, dm.ErrExists) {

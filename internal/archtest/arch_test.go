@@ -1,11 +1,13 @@
 package archtest
 
 import (
+	"go/ast"
 	"go/parser"
 	"go/token"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -61,9 +63,18 @@ func goFiles(t *testing.T) []goFile {
 	return files
 }
 
-// TestSyscallsOnlyInInternalLinux enforces that golang.org/x/sys/unix and
-// package syscall's raw calls are imported only by internal/linux (STYLE.md:
-// one package owns every syscall and ioctl).
+// syscallAllowed are the names of package syscall that other packages may
+// use: constants (errnos, signals, file types, open flags) and the types
+// that carry them or that os and os/exec hand out. Every function of
+// package syscall is a raw system call.
+var syscallAllowed = regexp.MustCompile(`^(E[A-Z0-9]+|SIG[A-Z0-9]+|S_IF[A-Z]+|O_[A-Z]+|Errno|Signal|Stat_t|SysProcAttr|WaitStatus|RawConn)$`)
+
+// TestSyscallsOnlyInInternalLinux enforces that golang.org/x/sys/unix is
+// imported, and package syscall's functions are called, only in
+// internal/linux (docs/architecture.md, Conventions: one package owns every
+// syscall and ioctl).
+// Package syscall's constants and types may be used anywhere (an errno to
+// compare with errors.Is, a signal to send, the Stat_t of an os.FileInfo).
 func TestSyscallsOnlyInInternalLinux(t *testing.T) {
 	root := moduleRoot(t)
 	fset := token.NewFileSet()
@@ -71,15 +82,50 @@ func TestSyscallsOnlyInInternalLinux(t *testing.T) {
 		if f.pkg == "internal/linux" || strings.HasPrefix(f.pkg, "internal/linux/") {
 			continue
 		}
-		af, err := parser.ParseFile(fset, filepath.Join(root, f.rel), nil, parser.ImportsOnly)
+		af, err := parser.ParseFile(fset, filepath.Join(root, f.rel), nil, 0)
 		if err != nil {
 			t.Fatalf("%s: %v", f.rel, err)
 		}
+		syscallName := ""
 		for _, imp := range af.Imports {
 			path, _ := strconv.Unquote(imp.Path.Value)
-			if path == "golang.org/x/sys/unix" {
+			switch path {
+			case "golang.org/x/sys/unix":
 				t.Errorf("%s imports %s; raw syscalls belong in internal/linux", f.rel, path)
+			case "syscall":
+				syscallName = "syscall"
+				if imp.Name != nil {
+					syscallName = imp.Name.Name
+				}
 			}
+		}
+		if syscallName == "" {
+			continue
+		}
+		if syscallName == "_" || syscallName == "." {
+			t.Errorf("%s imports syscall as %s", f.rel, syscallName)
+			continue
+		}
+		ast.Inspect(af, func(n ast.Node) bool {
+			sel, ok := n.(*ast.SelectorExpr)
+			if !ok {
+				return true
+			}
+			if id, ok := sel.X.(*ast.Ident); ok && id.Name == syscallName && id.Obj == nil && !syscallAllowed.MatchString(sel.Sel.Name) {
+				t.Errorf("%s: syscall.%s: raw syscalls belong in internal/linux (package syscall's constants and types are fine)", fset.Position(sel.Pos()), sel.Sel.Name)
+			}
+			return true
+		})
+	}
+}
+
+// TestSyscallRuleBites: the rule above finds a raw call of package
+// syscall, and lets constants and types through.
+func TestSyscallRuleBites(t *testing.T) {
+	for name, ok := range map[string]bool{"Stat": false, "Syscall": false, "Mount": false, "Kill": false,
+		"EPERM": true, "SIGTERM": true, "S_IFREG": true, "Stat_t": true, "SysProcAttr": true, "Errno": true} {
+		if syscallAllowed.MatchString(name) != ok {
+			t.Errorf("syscall.%s allowed=%v", name, !ok)
 		}
 	}
 }

@@ -36,6 +36,7 @@ const (
 	ENOMEM       = unix.ENOMEM
 	EMSGSIZE     = unix.EMSGSIZE
 	EROFS        = unix.EROFS
+	E2BIG        = unix.E2BIG
 	ENOEXEC      = unix.ENOEXEC
 	ENOPKG       = unix.ENOPKG
 )

@@ -48,32 +48,11 @@ func InitModule(image []byte, params string) error {
 }
 
 // PowerOff syncs and powers the machine off (reboot(2) with
-// LINUX_REBOOT_CMD_POWER_OFF). It returns only on failure.
+// LINUX_REBOOT_CMD_POWER_OFF). It returns only on failure. intact-init calls
+// it when a host fails closed; the VM tier's init when the test is done.
 func PowerOff() error {
 	unix.Sync()
 	return wrap("reboot(POWER_OFF)", unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF))
-}
-
-// MakeRaw puts the terminal on fd into raw mode (no echo, no newline
-// translation, 8-bit clean), as cfmakeraw(3) does.
-func MakeRaw(fd uintptr) error {
-	t, err := unix.IoctlGetTermios(int(fd), unix.TCGETS)
-	if err != nil {
-		return wrap("ioctl TCGETS", err)
-	}
-	t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-	t.Oflag &^= unix.OPOST
-	t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-	t.Cflag &^= unix.CSIZE | unix.PARENB
-	t.Cflag |= unix.CS8
-	t.Cc[unix.VMIN] = 1
-	t.Cc[unix.VTIME] = 0
-	return wrap("ioctl TCSETS", unix.IoctlSetTermios(int(fd), unix.TCSETS, t))
-}
-
-// Tcdrain waits until all output written to the terminal fd is transmitted.
-func Tcdrain(fd uintptr) error {
-	return wrap("ioctl TCSBRK", unix.IoctlSetInt(int(fd), unix.TCSBRK, 1))
 }
 
 // Mkdev makes a device number from major and minor.
@@ -116,15 +95,6 @@ func DeleteModule(name string) error {
 
 // Sync flushes file system buffers.
 func Sync() { unix.Sync() }
-
-// BlockDeviceSize returns the size in bytes of the block device open as fd.
-func BlockDeviceSize(fd uintptr) (uint64, error) {
-	var size uint64
-	if err := ioctlPtr(int(fd), unix.BLKGETSIZE64, unsafePointer(&size)); err != nil {
-		return 0, wrap("ioctl BLKGETSIZE64", err)
-	}
-	return size, nil
-}
 
 // Flock takes an exclusive advisory lock on f, waiting for it (flock(2)).
 // Closing f releases it.

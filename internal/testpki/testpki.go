@@ -21,53 +21,37 @@ package testpki
 import (
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha1"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/asn1"
 	"encoding/pem"
-	"errors"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/intact-project/intact/internal/certs"
 )
 
-// KeyType names a key algorithm and size.
-type KeyType string
+// KeyType names a key algorithm and size (package certs's).
+type KeyType = certs.KeyType
 
 // Key types. The zero value of KeyType means RSA2048.
 const (
-	RSA2048   KeyType = "rsa2048"
-	RSA4096   KeyType = "rsa4096"
-	ECDSAP256 KeyType = "ecdsa-p256"
-	ECDSAP384 KeyType = "ecdsa-p384"
+	RSA2048   = certs.RSA2048
+	RSA4096   = certs.RSA4096
+	ECDSAP256 = certs.ECDSAP256
+	ECDSAP384 = certs.ECDSAP384
 )
 
 // KeyTypes lists every supported key type, for table-driven tests.
 var KeyTypes = []KeyType{RSA2048, RSA4096, ECDSAP256, ECDSAP384}
 
 // ErrKeyType is returned for an unknown KeyType.
-var ErrKeyType = errors.New("testpki: unknown key type")
+var ErrKeyType = certs.ErrKeyType
 
 // GenerateKey makes a fresh private key of type kt ("" means RSA2048).
-func GenerateKey(kt KeyType) (crypto.Signer, error) {
-	switch kt {
-	case RSA2048, "":
-		return rsa.GenerateKey(rand.Reader, 2048)
-	case RSA4096:
-		return rsa.GenerateKey(rand.Reader, 4096)
-	case ECDSAP256:
-		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case ECDSAP384:
-		return ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	}
-	return nil, fmt.Errorf("%w %q", ErrKeyType, kt)
-}
+func GenerateKey(kt KeyType) (crypto.Signer, error) { return certs.GenerateKey(kt) }
 
 // Options configures a hierarchy. The zero value gives a root CA and one
 // RSA-2048 code-signing leaf, valid from an hour ago for ten years.
@@ -106,11 +90,11 @@ func (c *Cert) CertPEM() []byte {
 // KeyPEM is the private key as a PEM "PRIVATE KEY" (PKCS#8) block, the form
 // fsverity-utils and sign-file require.
 func (c *Cert) KeyPEM() []byte {
-	der, err := x509.MarshalPKCS8PrivateKey(c.Key)
+	b, err := certs.MarshalPrivateKeyPEM(c.Key)
 	if err != nil {
-		panic(fmt.Sprintf("testpki: marshal PKCS#8: %v", err)) // only our own key types reach here
+		panic(err) // only our own key types reach here
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	return b
 }
 
 // KeyPEMLegacy is the private key in its algorithm-specific PEM form: "RSA
@@ -163,12 +147,12 @@ func New(opts Options) (*PKI, error) {
 	}
 	p := &PKI{opts: opts}
 	var err error
-	p.Root, err = p.issue(nil, opts.CAKey, opts.Name+" root CA", caTemplate(1))
+	p.Root, err = p.issue(nil, opts.CAKey, certs.CATemplate(p.name(opts.Name+" root CA"), opts.NotBefore, opts.NotAfter, 1))
 	if err != nil {
 		return nil, err
 	}
 	if opts.Depth == 2 {
-		p.Intermediate, err = p.issue(p.Root, opts.CAKey, opts.Name+" intermediate CA", caTemplate(0))
+		p.Intermediate, err = p.issue(p.Root, opts.CAKey, certs.CATemplate(p.name(opts.Name+" intermediate CA"), opts.NotBefore, opts.NotAfter, 0))
 		if err != nil {
 			return nil, err
 		}
@@ -180,9 +164,8 @@ func New(opts Options) (*PKI, error) {
 	return p, nil
 }
 
-// TB is the part of testing.TB the Must helpers use. Declaring it here keeps
-// package testing out of binaries that use testpki outside tests (the
-// quickstart's throwaway keys).
+// TB is the part of testing.TB the Must helpers use (package testing stays
+// out of tools that use testpki, such as internal/sampleimage/samplepush).
 type TB interface {
 	Helper()
 	Fatal(args ...any)
@@ -218,13 +201,9 @@ func (p *PKI) IssueLeaf(commonName string, kt KeyType) (*Cert, error) {
 	if eku == nil {
 		eku = []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning}
 	}
-	tmpl := &x509.Certificate{
-		BasicConstraintsValid: true,
-		IsCA:                  false,
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           eku,
-	}
-	return p.issue(p.Issuer(), kt, commonName, tmpl)
+	tmpl := certs.CodeSigningTemplate(p.name(commonName), p.opts.NotBefore, p.opts.NotAfter)
+	tmpl.ExtKeyUsage = eku
+	return p.issue(p.Issuer(), kt, tmpl)
 }
 
 // Roots is a pool holding only the root certificate.
@@ -314,66 +293,26 @@ func (p *PKI) MustWriteDir(t TB, dir string) Files {
 	return f
 }
 
-func caTemplate(maxPathLen int) *x509.Certificate {
-	return &x509.Certificate{
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLen:            maxPathLen,
-		MaxPathLenZero:        maxPathLen == 0,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-	}
+func (p *PKI) name(commonName string) pkix.Name {
+	return pkix.Name{CommonName: commonName, Organization: []string{"intact tests"}}
 }
 
-// issue completes tmpl (names, serial, validity, key identifiers), signs it
-// with parent (self-signed when parent is nil) and returns it with a fresh
-// key of type kt.
-func (p *PKI) issue(parent *Cert, kt KeyType, commonName string, tmpl *x509.Certificate) (*Cert, error) {
+// issue signs tmpl (certs.Issue fills in serial and key identifiers) with
+// parent (self-signed when parent is nil) and returns it with a fresh key
+// of type kt.
+func (p *PKI) issue(parent *Cert, kt KeyType, tmpl *x509.Certificate) (*Cert, error) {
 	key, err := GenerateKey(kt)
 	if err != nil {
 		return nil, err
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		return nil, fmt.Errorf("testpki: serial: %w", err)
-	}
-	tmpl.SerialNumber = serial.Add(serial, big.NewInt(1))
-	tmpl.Subject = pkix.Name{CommonName: commonName, Organization: []string{"intact tests"}}
-	tmpl.NotBefore = p.opts.NotBefore
-	tmpl.NotAfter = p.opts.NotAfter
-	tmpl.SubjectKeyId, err = keyID(key.Public())
-	if err != nil {
-		return nil, err
-	}
-	issuerCert, issuerKey := tmpl, key
+	var issuer *x509.Certificate
+	issuerKey := key
 	if parent != nil {
-		issuerCert, issuerKey = parent.Certificate, parent.Key
-		tmpl.AuthorityKeyId = parent.Certificate.SubjectKeyId
+		issuer, issuerKey = parent.Certificate, parent.Key
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuerCert, key.Public(), issuerKey)
+	cert, err := certs.Issue(tmpl, key.Public(), issuer, issuerKey)
 	if err != nil {
-		return nil, fmt.Errorf("testpki: create %q: %w", commonName, err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("testpki: parse %q: %w", commonName, err)
+		return nil, fmt.Errorf("testpki: %w", err)
 	}
 	return &Cert{Certificate: cert, Key: key}, nil
-}
-
-// keyID is the RFC 5280 section 4.2.1.2 method (1) key identifier: SHA-1 of
-// the subjectPublicKey bit string, as openssl computes it.
-func keyID(pub crypto.PublicKey) ([]byte, error) {
-	spki, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return nil, fmt.Errorf("testpki: %w", err)
-	}
-	var info struct {
-		Algorithm pkix.AlgorithmIdentifier
-		PublicKey asn1.BitString
-	}
-	if _, err := asn1.Unmarshal(spki, &info); err != nil {
-		return nil, fmt.Errorf("testpki: %w", err)
-	}
-	sum := sha1.Sum(info.PublicKey.Bytes)
-	return sum[:], nil
 }

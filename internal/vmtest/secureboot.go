@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 
@@ -106,31 +105,20 @@ func NewPKI(dir string) (*PKI, error) {
 	return p, nil
 }
 
-// pyShim makes virt-firmware (Debian stable) run on an older Python whose
-// standard library already has importlib.resources but which lacks the
-// importlib_resources backport package.
-const pyShim = "from importlib.resources import *  # noqa: F401,F403\nfrom importlib.resources import files, as_file  # noqa: F401\n"
-
 // EnrollVars writes a copy of the empty OVMF variable store with our PK, KEK
 // and db enrolled and Secure Boot enabled (virt-fw-vars from Debian's
 // python3-virt-firmware; no Microsoft keys).
 func EnrollVars(ctx context.Context, a *Assets, p *PKI, out string) error {
-	shim := filepath.Join(filepath.Dir(out), "pyshim")
-	if err := os.MkdirAll(filepath.Join(shim, "importlib_resources"), 0o755); err != nil {
-		return fmt.Errorf("vmtest: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(shim, "importlib_resources", "__init__.py"), []byte(pyShim), 0o644); err != nil {
-		return fmt.Errorf("vmtest: %w", err)
-	}
-	cmd := exec.CommandContext(ctx, "python3", "-c",
-		"import sys; from virt.firmware.vars import main; sys.argv[0] = 'virt-fw-vars'; sys.exit(main())",
+	cmd, err := VirtFirmware(ctx, a, "vars", filepath.Join(filepath.Dir(out), "pyshim"),
 		"-i", a.OVMFVars(), "-o", out,
 		"--set-pk", ownerGUID, p.PKCert,
 		"--add-kek", ownerGUID, p.KEKCert,
 		"--add-db", ownerGUID, p.DBFiles.RootPEM,
 		"--set-json", p.DBXJSON,
 		"--secure-boot", "--no-microsoft")
-	cmd.Env = append(os.Environ(), "PYTHONPATH="+a.PythonPath()+":"+shim)
+	if err != nil {
+		return err
+	}
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("vmtest: virt-fw-vars: %w: %s", err, lastLines(string(b), 5))
 	}
@@ -183,23 +171,6 @@ func SignEFI(signer *testpki.Cert, in, out string) error {
 		return fmt.Errorf("vmtest: sign: %w", err)
 	}
 	return os.WriteFile(out, signed, 0o644)
-}
-
-// VirtFirmware returns the command that runs one of virt-firmware's tools
-// (module "vars" for virt-fw-vars, "sigdb" for virt-fw-sigdb) from the
-// fetched assets on this machine's python3; shimDir is a scratch directory
-// for the importlib_resources shim.
-func VirtFirmware(ctx context.Context, a *Assets, module, shimDir string, args ...string) (*exec.Cmd, error) {
-	if err := os.MkdirAll(filepath.Join(shimDir, "importlib_resources"), 0o755); err != nil {
-		return nil, fmt.Errorf("vmtest: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(shimDir, "importlib_resources", "__init__.py"), []byte(pyShim), 0o644); err != nil {
-		return nil, fmt.Errorf("vmtest: %w", err)
-	}
-	cmd := exec.CommandContext(ctx, "python3", append([]string{"-c",
-		"import sys; from virt.firmware." + module + " import main; sys.argv[0] = 'virt-fw-" + module + "'; sys.exit(main())"}, args...)...)
-	cmd.Env = append(os.Environ(), "PYTHONPATH="+a.PythonPath()+":"+shimDir)
-	return cmd, nil
 }
 
 // EFI signature list types (UEFI 2.10, section 32.4.1) and the variable

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 func readFileLimit(path string, limit int64) ([]byte, error) {
@@ -27,4 +28,13 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
+}
+
+// lastLines joins the last n lines of s for a one-line error.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
 }

@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/intact-project/intact/initramfs"
+	"github.com/intact-project/intact/internal/vmassets"
 	"github.com/intact-project/intact/internal/vmtest/guest"
 )
 
@@ -136,13 +137,8 @@ func (e *GuestError) Error() string {
 
 func (e *GuestError) Unwrap() error { return e.Err }
 
-// DefaultCPU is the QEMU CPU model. Under TCG (QEMU 7.2, this machine's
-// Debian 12) Debian's 6.12 kernel crashes intermittently in early boot with
-// "-cpu max" and with any model that offers CMPXCHG16B (double faults in
-// SLUB's cmpxchg16b fast path, about one boot in four), so the guest gets a
-// plain x86-64 model with the SSE extensions and without cx16; 8 of 8 boots
-// passed with it. INTACT_VM_CPU overrides it.
-const DefaultCPU = "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt,-cx16"
+// DefaultCPU is the QEMU CPU model; see vmassets.DefaultCPU.
+const DefaultCPU = vmassets.DefaultCPU
 
 const (
 	scratchSerial = "intact-scratch"

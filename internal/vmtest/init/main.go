@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/intact-project/intact/internal/linux"
+	"github.com/intact-project/intact/internal/linux/vmguest"
 	"github.com/intact-project/intact/internal/vmtest/guest"
 )
 
@@ -42,7 +43,7 @@ func main() {
 		fail(st, "%v", err)
 	}
 	fmt.Fprintf(st, "\n%s %d\n", guest.StatusExit, code)
-	linux.Tcdrain(st.Fd())
+	vmguest.Tcdrain(st.Fd())
 	poweroff()
 }
 
@@ -51,7 +52,7 @@ func fail(w io.Writer, format string, args ...any) {
 	fmt.Fprintf(os.Stdout, "intact-init: %s\n", msg)
 	fmt.Fprintf(w, "\n%s %s\n", guest.StatusError, strings.ReplaceAll(msg, "\n", " "))
 	if f, ok := w.(*os.File); ok {
-		linux.Tcdrain(f.Fd())
+		vmguest.Tcdrain(f.Fd())
 	}
 	poweroff()
 }
@@ -135,7 +136,7 @@ func openPort(path string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := linux.MakeRaw(f.Fd()); err != nil {
+	if err := vmguest.MakeRaw(f.Fd()); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -161,7 +162,7 @@ func run(st *os.File) (int, error) {
 	}
 	// Loopback only: the VM has no network card (-nic none), but tests run
 	// servers on 127.0.0.1 (an in-process registry, for example).
-	if err := linux.LinkUp("lo"); err != nil {
+	if err := vmguest.LinkUp("lo"); err != nil {
 		return 0, fmt.Errorf("loopback: %w", err)
 	}
 	if _, err := os.Stat("/sys/firmware/efi/efivars"); err == nil {
@@ -200,7 +201,7 @@ func run(st *os.File) (int, error) {
 	cmd.Stderr = out
 	start := time.Now()
 	err = cmd.Run()
-	linux.Tcdrain(out.Fd())
+	vmguest.Tcdrain(out.Fd())
 	fmt.Fprintf(os.Stdout, "intact-init: %s finished after %s: %v\n", filepath.Base(cfg.Args[0]), time.Since(start).Round(time.Millisecond), err)
 	var ee *exec.ExitError
 	switch {
