@@ -538,7 +538,7 @@ func checkIPE(t *testing.T, s *stack, keys guest.Keys, app string) {
 	}
 	os.WriteFile("/proc/sys/kernel/printk_ratelimit_burst", []byte("100000"), 0)
 	signer := loadSigner(t, keys.SignKey, keys.SignCert)
-	text := "policy_name=intactd-test policy_version=1.0.0\nDEFAULT action=ALLOW\nDEFAULT op=EXECUTE action=DENY\n" +
+	text := "policy_name=intactd-test policy_version=" + nextPolicyVersion() + "\nDEFAULT action=ALLOW\nDEFAULT op=EXECUTE action=DENY\n" +
 		"op=EXECUTE boot_verified=TRUE action=ALLOW\nop=EXECUTE dmverity_signature=TRUE action=ALLOW\n"
 	blob, err := ipe.Sign([]byte(text), signer)
 	if err != nil {
@@ -551,10 +551,10 @@ func checkIPE(t *testing.T, s *stack, keys guest.Keys, app string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		b, err := ipe.Sign([]byte("policy_name=zz-allow-all policy_version=65535.0.0\nDEFAULT action=ALLOW\n"), signer)
+		b, err := ipe.Sign([]byte("policy_name=allow-all-"+strings.ReplaceAll(policyVersion(), ".", "-")+" policy_version="+nextPolicyVersion()+"\nDEFAULT action=ALLOW\n"), signer)
 		if err == nil {
-			if _, err := sfs.Load(ctx, b); err == nil {
-				sfs.Activate(ctx, "zz-allow-all")
+			if p, err := sfs.Load(ctx, b); err == nil {
+				sfs.Activate(ctx, p.Name)
 			}
 		}
 	})
@@ -590,6 +590,13 @@ func checkIPE(t *testing.T, s *stack, keys guest.Keys, app string) {
 	}
 	t.Errorf("intact policy audit has no explanation for /tmp/copied:\n%s", aout)
 }
+
+// The kernel activates no policy with a lower version than the active
+// one: the tests of this boot take increasing versions.
+var policyMinor = 0
+
+func nextPolicyVersion() string { policyMinor++; return policyVersion() }
+func policyVersion() string     { return fmt.Sprintf("1.0.%d", policyMinor) }
 
 func loadSigner(t *testing.T, keyPath, certPath string) *pkcs7.Signer {
 	t.Helper()

@@ -32,7 +32,7 @@ func TestPrivilegedContainerIPEInVM(t *testing.T) {
 	ctx := context.Background()
 	sfs := &ipe.SecurityFS{}
 	signer := loadSigner(t, keys.SignKey, keys.SignCert)
-	text := "policy_name=privileged-test policy_version=1.0.0\nDEFAULT action=ALLOW\nDEFAULT op=EXECUTE action=DENY\n" +
+	text := "policy_name=privileged-test policy_version=" + nextPolicyVersion() + "\nDEFAULT action=ALLOW\nDEFAULT op=EXECUTE action=DENY\n" +
 		"op=EXECUTE boot_verified=TRUE action=ALLOW\nop=EXECUTE dmverity_signature=TRUE action=ALLOW\n"
 	blob, err := ipe.Sign([]byte(text), signer)
 	if err != nil {

@@ -20,7 +20,7 @@ import (
 
 	"github.com/intact-project/intact/efi"
 	"github.com/intact-project/intact/host"
-	"github.com/intact-project/intact/internal/vmtest"
+	"github.com/intact-project/intact/internal/vmassets"
 )
 
 // RegistryAddr is where the guest reaches the registry: QEMU's user network
@@ -107,7 +107,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	res.Keys = o.Keys
 
 	var rootTar, bins, ctrBins string
-	var assets *vmtest.Assets
+	var assets *vmassets.Assets
 	if err := timed("debian root", func() (err error) { rootTar, err = DebianRoot(ctx, o.Cache); return err }); err != nil {
 		return nil, err
 	}
@@ -117,7 +117,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if err := timed("container stack", func() (err error) { ctrBins, err = containerStack(ctx, o.Repo); return err }); err != nil {
 		return nil, err
 	}
-	if err := timed("kernel", func() (err error) { assets, err = vmtest.Fetch(ctx, vmtest.FetchOptions{Log: o.Log}); return err }); err != nil {
+	if err := timed("kernel", func() (err error) { assets, err = vmassets.Fetch(ctx, vmassets.FetchOptions{Log: o.Log}); return err }); err != nil {
 		return nil, err
 	}
 	spec, err := host.LoadSpec(filepath.Join(o.Repo, "examples", "container-host", "host.toml"))
@@ -148,7 +148,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		spec.Root.Files = append(spec.Root.Files, host.File{Src: dummy, Dst: "/usr/lib/intact-e2e/" + filepath.Base(dummy), Mode: "0644"})
 	}
 	err = timed("host build", func() error {
-		m, err := host.Build(ctx, host.Options{Spec: spec, OutDir: o.Out, Log: o.Log})
+		m, err := host.Build(ctx, host.Options{Spec: spec, OutDir: o.Out, Logger: o.Log})
 		res.Manifest = m
 		return err
 	})

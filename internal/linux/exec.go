@@ -87,3 +87,11 @@ const ECHILD = unix.ECHILD
 
 // SetHostname sets the kernel's host name.
 func SetHostname(name string) error { return wrap("sethostname", unix.Sethostname([]byte(name))) }
+
+// KillGroup sends sig to every process of process group pgid.
+func KillGroup(pgid int, sig unix.Signal) error {
+	return wrap("kill", unix.Kill(-pgid, sig))
+}
+
+// SIGKILL cannot be caught.
+const SIGKILL = unix.SIGKILL

@@ -30,6 +30,7 @@ import (
 
 	"github.com/intact-project/intact/host/agent"
 	"github.com/intact-project/intact/internal/linux"
+	"github.com/intact-project/intact/internal/linux/vmguest"
 )
 
 var console io.Writer = os.Stdout
@@ -111,7 +112,7 @@ func setup() {
 		os.MkdirAll(d, 0o755)
 	}
 	linux.SetHostname("intact-host")
-	if err := linux.LinkUp("lo"); err != nil {
+	if err := vmguest.LinkUp("lo"); err != nil {
 		logf("loopback: %v", err)
 	}
 	if cmdline("intact.net") == "user" {
@@ -238,7 +239,7 @@ func serveAgent(r *reaper, port string, stop chan<- string) {
 		logf("agent: %v", err)
 		return
 	}
-	if err := linux.MakeRaw(f.Fd()); err != nil {
+	if err := vmguest.MakeRaw(f.Fd()); err != nil {
 		logf("agent: %s: %v", port, err)
 	}
 	logf("agent listening on %s", port)
@@ -318,11 +319,11 @@ func run(ctx context.Context, r *reaper, req agent.Request) agent.Response {
 	select {
 	case st = <-done:
 	case <-time.After(timeout):
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		linux.KillGroup(cmd.Process.Pid, linux.SIGKILL)
 		st = <-done
 		resp.Error = fmt.Sprintf("timed out after %v", timeout)
 	case <-ctx.Done():
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		linux.KillGroup(cmd.Process.Pid, linux.SIGKILL)
 		st = <-done
 	}
 	// Daemons the command left behind may keep the pipes open: give the

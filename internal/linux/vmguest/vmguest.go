@@ -1,6 +1,7 @@
-// Package vmguest holds the syscalls that only the VM test tier's init
-// (internal/vmtest/init) makes: raw mode and drain for its serial consoles,
-// bringing loopback up. They live apart from
+// Package vmguest holds the syscalls that only the inits of test and
+// example guests make (internal/vmtest/init, examples/container-host/init):
+// raw mode and drain for their serial consoles, bringing a network
+// interface up. They live apart from
 // internal/linux, which holds what intact's own commands and packages call,
 // so that nothing in the shipped binaries can reach them; like
 // internal/linux, this package may import golang.org/x/sys/unix
