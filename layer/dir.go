@@ -55,20 +55,8 @@ func ConvertDir(ctx context.Context, dir string, out Output, opts Options) (*Res
 	if err := ew.AddDir(ctx, dir); err != nil {
 		return nil, fmt.Errorf("convert %s: %w", dir, err)
 	}
-	dataStart := vb.Size() + uint64(bw.Buffered())
-	er, err := ew.Finish(ctx, 0)
+	er, dataStart, err := finishFull(ctx, ew, bw, vb, out, 0)
 	if err != nil {
-		return nil, err
-	}
-	if err := bw.Flush(); err != nil {
-		return nil, fmt.Errorf("write image: %w", err)
-	}
-	if out != nil {
-		if _, err := out.WriteAt(er.Head, 0); err != nil {
-			return nil, fmt.Errorf("write image: %w", err)
-		}
-	}
-	if err := vb.UpdateBlock(0, er.Head); err != nil {
 		return nil, err
 	}
 	if uint64(er.Size) != vb.Size() {

@@ -322,20 +322,8 @@ func Convert(ctx context.Context, in io.Reader, out Output, opts Options) (*Resu
 		res.TarSize, res.Entries = tr.Size, tr.Entries
 		res.EROFSUUID = FullUUIDForDiffID(res.DiffID)
 		ew.SetUUID(res.EROFSUUID)
-		dataStart := vb.Size() + uint64(bw.Buffered())
-		er, err := ew.Finish(ctx, tr.Size)
+		er, dataStart, err := finishFull(ctx, ew, bw, vb, out, tr.Size)
 		if err != nil {
-			return nil, err
-		}
-		if err := bw.Flush(); err != nil {
-			return nil, fmt.Errorf("write image: %w", err)
-		}
-		if out != nil {
-			if _, err := out.WriteAt(er.Head, 0); err != nil {
-				return nil, fmt.Errorf("write image: %w", err)
-			}
-		}
-		if err := vb.UpdateBlock(0, er.Head); err != nil {
 			return nil, err
 		}
 		dataSize = er.Size
@@ -446,6 +434,29 @@ func Convert(ctx context.Context, in io.Reader, out Output, opts Options) (*Resu
 	}
 	log.Debug("layer converted", "profile", string(res.Profile), "root_hash", res.RootHashHex(), "size", dataSize, "elapsed", time.Since(start).String())
 	return res, nil
+}
+
+// finishFull ends a full-profile image: the EROFS metadata after the data
+// written through bw, then block 0 (the superblock) written in place and
+// re-hashed. It returns the erofs result and where the metadata started.
+func finishFull(ctx context.Context, ew *erofs.Writer, bw *bufio.Writer, vb *verity.Builder, out Output, tarSize int64) (*erofs.Result, uint64, error) {
+	dataStart := vb.Size() + uint64(bw.Buffered())
+	er, err := ew.Finish(ctx, tarSize)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := bw.Flush(); err != nil {
+		return nil, 0, fmt.Errorf("write image: %w", err)
+	}
+	if out != nil {
+		if _, err := out.WriteAt(er.Head, 0); err != nil {
+			return nil, 0, fmt.Errorf("write image: %w", err)
+		}
+	}
+	if err := vb.UpdateBlock(0, er.Head); err != nil {
+		return nil, 0, err
+	}
+	return er, dataStart, nil
 }
 
 // composeLevel0 gives vb the tar-index data device's level 0: the metadata

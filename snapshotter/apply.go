@@ -194,63 +194,45 @@ func (s *Snapshotter) applySigned(ctx context.Context, id string, desc ocispec.D
 		if err := oci.CheckMetadata(meta, desc.Digest); err != nil {
 			return fmt.Errorf("%w: %w", ErrLayerMismatch, err)
 		}
-		stage, err := s.stage()
-		if err != nil {
-			return err
-		}
-		built := false
-		defer func() {
-			if !built {
-				os.RemoveAll(stage)
+		var dd oci.DataDevice
+		var written time.Duration
+		err = s.build(ctx, l, e.Signature, func(f *os.File, _ string) error {
+			r, rc, err := s.blob(ctx, desc, progress)
+			if err != nil {
+				return err
 			}
-		}()
-		f, err := os.OpenFile(filepath.Join(stage, dataFile), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+			bw := bufio.NewWriterSize(f, 1<<20)
+			dd, err = oci.WriteDataDevice(bw, meta, r, desc.MediaType, s.opts.MaxLayerSize)
+			rc.Close()
+			if err == nil {
+				err = bw.Flush()
+			}
+			if err != nil {
+				return fmt.Errorf("write the data device: %w", err)
+			}
+			if o.DiffID != "" && dd.DiffID != o.DiffID {
+				return fmt.Errorf("%w: the layer's tar is %s, the image config says %s", ErrLayerMismatch, dd.DiffID, o.DiffID)
+			}
+			written = time.Since(start)
+			if err := v.src.Copy(ctx, f, e.Tree); err != nil {
+				return fmt.Errorf("%w: hash tree: %w", ErrReferrer, err)
+			}
+			blocks, err := oci.CheckTree(io.NewSectionReader(f, dd.Size, e.Tree.Size), e.Tree.Size, meta, e.RootHash)
+			if err != nil {
+				return fmt.Errorf("%w: %w", ErrLayerMismatch, err)
+			}
+			if covered := int64(blocks) * 512; covered != dd.Size {
+				return fmt.Errorf("%w: the signed tree covers %d bytes, this layer's data device is %d (another layer's tree?)", ErrLayerMismatch, covered, dd.Size)
+			}
+			l.rec.DiffID, l.rec.TarSize = dd.DiffID, dd.TarSize
+			l.rec.Verity = verity.Params{HashOffset: uint64(dd.Size)} // superblock there
+			l.rec.Size = dd.Size + e.Tree.Size
+			return nil
+		})
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		r, rc, err := s.blob(ctx, desc, progress)
-		if err != nil {
-			return err
-		}
-		bw := bufio.NewWriterSize(f, 1<<20)
-		dd, err := oci.WriteDataDevice(bw, meta, r, desc.MediaType, s.opts.MaxLayerSize)
-		rc.Close()
-		if err == nil {
-			err = bw.Flush()
-		}
-		if err != nil {
-			return fmt.Errorf("write the data device: %w", err)
-		}
-		if o.DiffID != "" && dd.DiffID != o.DiffID {
-			return fmt.Errorf("%w: the layer's tar is %s, the image config says %s", ErrLayerMismatch, dd.DiffID, o.DiffID)
-		}
-		written := time.Since(start)
-		if err := v.src.Copy(ctx, f, e.Tree); err != nil {
-			return fmt.Errorf("%w: hash tree: %w", ErrReferrer, err)
-		}
-		blocks, err := oci.CheckTree(io.NewSectionReader(f, dd.Size, e.Tree.Size), e.Tree.Size, meta, e.RootHash)
-		if err != nil {
-			return fmt.Errorf("%w: %w", ErrLayerMismatch, err)
-		}
-		if covered := int64(blocks) * 512; covered != dd.Size {
-			return fmt.Errorf("%w: the signed tree covers %d bytes, this layer's data device is %d (another layer's tree?)", ErrLayerMismatch, covered, dd.Size)
-		}
-		if err := f.Sync(); err != nil {
-			return err
-		}
-		l.rec.DiffID, l.rec.TarSize = dd.DiffID, dd.TarSize
-		l.rec.Verity = verity.Params{HashOffset: uint64(dd.Size)} // superblock there
-		l.rec.Size = dd.Size + e.Tree.Size
-		if err := f.Close(); err != nil {
-			return err
-		}
-		built = true
-		prepared := time.Since(start)
-		if err := s.install(ctx, stage, l, e.Signature); err != nil {
-			return err
-		}
-		s.log.Debug("signed layer built", "layer", desc.Digest, "tar_bytes", dd.TarSize, "data_device", written.String(), "tree_checked", prepared.String(), "active", time.Since(start).String())
+		s.log.Debug("signed layer built", "layer", desc.Digest, "tar_bytes", dd.TarSize, "data_device", written.String(), "active", time.Since(start).String())
 		return nil
 	})
 }
@@ -260,47 +242,27 @@ func (s *Snapshotter) applySigned(ctx context.Context, id string, desc ocispec.D
 func (s *Snapshotter) applyUnsigned(ctx context.Context, id string, desc ocispec.Descriptor, o origin, progress func(int64)) (*layer, error) {
 	key := unsignedKey(desc.Digest)
 	return s.acquire(ctx, key, id, func(l *layer) error {
-		stage, err := s.stage()
-		if err != nil {
-			return err
-		}
-		built := false
-		defer func() {
-			if !built {
-				os.RemoveAll(stage)
+		return s.build(ctx, l, nil, func(f *os.File, stage string) error {
+			r, rc, err := s.blob(ctx, desc, progress)
+			if err != nil {
+				return err
 			}
-		}()
-		f, err := os.OpenFile(filepath.Join(stage, dataFile), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		r, rc, err := s.blob(ctx, desc, progress)
-		if err != nil {
-			return err
-		}
-		res, err := layerpkg.Convert(ctx, r, f, layerpkg.Options{Profile: layerpkg.ProfileFull, MaxSize: s.opts.MaxLayerSize, TempDir: stage, StartWriteback: true, Logger: s.log})
-		rc.Close()
-		if err != nil {
-			return fmt.Errorf("convert the layer: %w", err)
-		}
-		if res.Digest != desc.Digest.String() {
-			return fmt.Errorf("%w: the blob read is %s", ErrLayerMismatch, res.Digest)
-		}
-		if o.DiffID != "" && res.DiffID != o.DiffID.String() {
-			return fmt.Errorf("%w: the layer's tar is %s, the image config says %s", ErrLayerMismatch, res.DiffID, o.DiffID)
-		}
-		if err := f.Sync(); err != nil {
-			return err
-		}
-		l.rec = record{Key: key, Digest: desc.Digest, DiffID: digestOrEmpty(res.DiffID), TarSize: res.TarSize,
-			Profile: layerpkg.ProfileFull, RootHash: hex.EncodeToString(res.RootHash), Image: o.Image,
-			Verity: res.Verity, Size: res.ImageSize + res.TreeSize}
-		if err := f.Close(); err != nil {
-			return err
-		}
-		built = true
-		return s.install(ctx, stage, l, nil)
+			res, err := layerpkg.Convert(ctx, r, f, layerpkg.Options{Profile: layerpkg.ProfileFull, MaxSize: s.opts.MaxLayerSize, TempDir: stage, StartWriteback: true, Logger: s.log})
+			rc.Close()
+			if err != nil {
+				return fmt.Errorf("convert the layer: %w", err)
+			}
+			if res.Digest != desc.Digest.String() {
+				return fmt.Errorf("%w: the blob read is %s", ErrLayerMismatch, res.Digest)
+			}
+			if o.DiffID != "" && res.DiffID != o.DiffID.String() {
+				return fmt.Errorf("%w: the layer's tar is %s, the image config says %s", ErrLayerMismatch, res.DiffID, o.DiffID)
+			}
+			l.rec = record{Key: key, Digest: desc.Digest, DiffID: digestOrEmpty(res.DiffID), TarSize: res.TarSize,
+				Profile: layerpkg.ProfileFull, RootHash: hex.EncodeToString(res.RootHash), Image: o.Image,
+				Verity: res.Verity, Size: res.ImageSize + res.TreeSize}
+			return nil
+		})
 	})
 }
 
@@ -309,34 +271,39 @@ func (s *Snapshotter) applyUnsigned(ctx context.Context, id string, desc ocispec
 func (s *Snapshotter) commitDir(ctx context.Context, id string) (*layer, error) {
 	key := "d:" + s.tag + "-" + id
 	return s.acquire(ctx, key, id, func(l *layer) error {
-		stage, err := s.stage()
-		if err != nil {
-			return err
-		}
-		built := false
-		defer func() {
-			if !built {
-				os.RemoveAll(stage)
+		return s.build(ctx, l, nil, func(f *os.File, stage string) error {
+			res, err := layerpkg.ConvertDir(ctx, s.upperPath(id), f, layerpkg.Options{TempDir: stage, StartWriteback: true, Logger: s.log})
+			if err != nil {
+				return err
 			}
-		}()
-		f, err := os.OpenFile(filepath.Join(stage, dataFile), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		res, err := layerpkg.ConvertDir(ctx, s.upperPath(id), f, layerpkg.Options{TempDir: stage, StartWriteback: true, Logger: s.log})
-		if err != nil {
-			return err
-		}
-		if err := f.Sync(); err != nil {
-			return err
-		}
-		l.rec = record{Key: key, Profile: layerpkg.ProfileFull, RootHash: hex.EncodeToString(res.RootHash),
-			Verity: res.Verity, Size: res.ImageSize + res.TreeSize}
-		if err := f.Close(); err != nil {
-			return err
-		}
-		built = true
-		return s.install(ctx, stage, l, nil)
+			l.rec = record{Key: key, Profile: layerpkg.ProfileFull, RootHash: hex.EncodeToString(res.RootHash),
+				Verity: res.Verity, Size: res.ImageSize + res.TreeSize}
+			return nil
+		})
 	})
+}
+
+// build writes a new layer's data file in a staging directory (write gets
+// the file and the directory, for spill files, and fills in l.rec), syncs
+// it and installs the layer (install: record, signature, device, mount).
+// On failure the staging directory goes.
+func (s *Snapshotter) build(ctx context.Context, l *layer, sig []byte, write func(f *os.File, stage string) error) error {
+	stage, err := s.stage()
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(stage, dataFile), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		if err = write(f, stage); err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		os.RemoveAll(stage)
+		return err
+	}
+	return s.install(ctx, stage, l, sig)
 }

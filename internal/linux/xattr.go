@@ -48,3 +48,9 @@ func Lxattrs(path string) (map[string][]byte, error) {
 	}
 	return out, nil
 }
+
+// Lsetxattr sets an extended attribute of path itself (not following a
+// symlink).
+func Lsetxattr(path, name string, value []byte) error {
+	return wrap("lsetxattr "+path+" "+name, unix.Lsetxattr(path, name, value, 0))
+}
