@@ -531,33 +531,7 @@ func lastLine(s string) string {
 // layer runs, the same binary copied into the container's writable layer
 // is denied (EACCES), and `intact policy audit` explains the denial.
 func checkIPE(t *testing.T, s *stack, keys guest.Keys, app string) {
-	ctx := context.Background()
-	sfs := &ipe.SecurityFS{}
-	if err := sfs.Available(); err != nil {
-		t.Fatalf("IPE: %v", err)
-	}
-	os.WriteFile("/proc/sys/kernel/printk_ratelimit_burst", []byte("100000"), 0)
-	signer := loadSigner(t, keys.SignKey, keys.SignCert)
-	text := "policy_name=intactd-test policy_version=" + nextPolicyVersion() + "\nDEFAULT action=ALLOW\nDEFAULT op=EXECUTE action=DENY\n" +
-		"op=EXECUTE boot_verified=TRUE action=ALLOW\nop=EXECUTE dmverity_signature=TRUE action=ALLOW\n"
-	blob, err := ipe.Sign([]byte(text), signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := sfs.Load(ctx, blob); err != nil {
-		t.Fatal(err)
-	}
-	if err := sfs.Activate(ctx, "intactd-test"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		b, err := ipe.Sign([]byte("policy_name=allow-all-"+strings.ReplaceAll(policyVersion(), ".", "-")+" policy_version="+nextPolicyVersion()+"\nDEFAULT action=ALLOW\n"), signer)
-		if err == nil {
-			if p, err := sfs.Load(ctx, b); err == nil {
-				sfs.Activate(ctx, p.Name)
-			}
-		}
-	})
+	text := enforceTestPolicy(t, keys, "intactd-test")
 	out, err := s.ctrRun("--rm", app, "ipe1", "/bin/ctrprobe", "hello")
 	if err != nil || strings.TrimSpace(out) != greeting {
 		t.Errorf("under the policy, the signed layer's binary: %v\n%s", err, out)
@@ -589,6 +563,43 @@ func checkIPE(t *testing.T, s *stack, keys guest.Keys, app string) {
 		}
 	}
 	t.Errorf("intact policy audit has no explanation for /tmp/copied:\n%s", aout)
+}
+
+// enforceTestPolicy signs (with the guest's trusted leaf), loads and
+// activates `DEFAULT op=EXECUTE action=DENY` with boot_verified and
+// dmverity_signature allowed, named name; it returns the policy text. The
+// cleanup activates an allow-all policy and switches enforcement on.
+func enforceTestPolicy(t *testing.T, keys guest.Keys, name string) string {
+	ctx := context.Background()
+	sfs := &ipe.SecurityFS{}
+	if err := sfs.Available(); err != nil {
+		t.Fatalf("IPE: %v", err)
+	}
+	// The audit records reach /dev/kmsg through printk_ratelimit.
+	os.WriteFile("/proc/sys/kernel/printk_ratelimit_burst", []byte("100000"), 0)
+	signer := loadSigner(t, keys.SignKey, keys.SignCert)
+	text := "policy_name=" + name + " policy_version=" + nextPolicyVersion() + "\nDEFAULT action=ALLOW\nDEFAULT op=EXECUTE action=DENY\n" +
+		"op=EXECUTE boot_verified=TRUE action=ALLOW\nop=EXECUTE dmverity_signature=TRUE action=ALLOW\n"
+	blob, err := ipe.Sign([]byte(text), signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sfs.Load(ctx, blob); err != nil {
+		t.Fatal(err)
+	}
+	if err := sfs.Activate(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sfs.SetEnforce(ctx, true)
+		b, err := ipe.Sign([]byte("policy_name=allow-all-"+strings.ReplaceAll(policyVersion(), ".", "-")+" policy_version="+nextPolicyVersion()+"\nDEFAULT action=ALLOW\n"), signer)
+		if err == nil {
+			if p, err := sfs.Load(ctx, b); err == nil {
+				sfs.Activate(ctx, p.Name)
+			}
+		}
+	})
+	return text
 }
 
 // The kernel activates no policy with a lower version than the active

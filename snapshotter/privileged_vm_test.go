@@ -29,22 +29,9 @@ func TestPrivilegedContainerIPEInVM(t *testing.T) {
 	if out, err := s.ctr("image", "pull", "--snapshotter", "intact", "--plain-http", ref); err != nil {
 		t.Fatal(out)
 	}
+	enforceTestPolicy(t, keys, "privileged-test")
 	ctx := context.Background()
 	sfs := &ipe.SecurityFS{}
-	signer := loadSigner(t, keys.SignKey, keys.SignCert)
-	text := "policy_name=privileged-test policy_version=" + nextPolicyVersion() + "\nDEFAULT action=ALLOW\nDEFAULT op=EXECUTE action=DENY\n" +
-		"op=EXECUTE boot_verified=TRUE action=ALLOW\nop=EXECUTE dmverity_signature=TRUE action=ALLOW\n"
-	blob, err := ipe.Sign([]byte(text), signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := sfs.Load(ctx, blob); err != nil {
-		t.Fatal(err)
-	}
-	if err := sfs.Activate(ctx, "privileged-test"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sfs.SetEnforce(ctx, true) })
 	evil := "/var/lib/intact-tests/evil.pol"
 	os.WriteFile(evil, []byte("policy_name=privileged-test policy_version=9.0.0\nDEFAULT action=ALLOW\n"), 0o644)
 
