@@ -347,7 +347,8 @@ func TestCompressionRoundTrip(t *testing.T) {
 					t.Errorf("xz stream without a CRC32 check:\n%s", info)
 				}
 			}
-		} else if testutil.Strict() {
+		} else if testutil.Strict() && !testutil.InVM() {
+			// The VM guest carries no xz or zstd; the host tier compares.
 			t.Errorf("%s not found", tool[0])
 		}
 	}
