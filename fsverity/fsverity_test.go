@@ -58,6 +58,7 @@ func testFile(t *testing.T, dir string, size int, seed uint64) string {
 // point where the tree grows a level), around two levels, odd sizes and
 // several MiB. The random parts come from a seed printed in the log.
 func TestDigestMatchesFsverityUtils(t *testing.T) {
+	testutil.RequireHost(t, "userspace only; the VM tier adds no kernel coverage")
 	testutil.RequireTool(t, "fsverity")
 	seed := mrand.Uint64()
 	t.Logf("seed %d", seed)
@@ -215,6 +216,7 @@ func TestShortReadsAndCancel(t *testing.T) {
 // TestBoundedMemory: hashing 256 MiB must allocate a small constant, not
 // memory proportional to the input or the tree.
 func TestBoundedMemory(t *testing.T) {
+	testutil.RequireHost(t, "userspace only; the VM tier adds no kernel coverage")
 	if testing.Short() {
 		t.Skip("hashes 256 MiB")
 	}
@@ -296,6 +298,7 @@ func TestSignedPayloadMatchesFsverityUtils(t *testing.T) {
 // bytes as `fsverity sign`'s; with ECDSA keys each side verifies the other's
 // (ours with openssl, fsverity's with pkcs7.Verify).
 func TestSignMatchesFsverityUtils(t *testing.T) {
+	testutil.RequireHost(t, "userspace only; the VM tier adds no kernel coverage")
 	testutil.RequireTool(t, "fsverity")
 	testutil.RequireTool(t, "openssl")
 	dir := t.TempDir()

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"testing/iotest"
 
+	"github.com/intact-project/intact/internal/testutil"
 	"github.com/intact-project/intact/verity"
 )
 
@@ -194,6 +195,7 @@ func TestBuilderWriteDoesNotAllocate(t *testing.T) {
 // TestBuilderMemoryBounded: building a tree whose level 0 is 32 MiB keeps
 // the live heap far below that (level 0 spills to the temporary file).
 func TestBuilderMemoryBounded(t *testing.T) {
+	testutil.RequireHost(t, "userspace only; the VM tier adds no kernel coverage")
 	if testing.Short() {
 		t.Skip("hashes 512 MiB")
 	}

@@ -505,6 +505,7 @@ func TestMappedSource(t *testing.T) {
 // ending in a partial block, gives veritysetup's tree whether Format maps
 // it in windows or reads it, and on one core as on several.
 func TestFormatMappedWindows(t *testing.T) {
+	testutil.RequireHost(t, "userspace only; the VM tier adds no kernel coverage")
 	if testing.Short() {
 		t.Skip("writes 21 MiB")
 	}

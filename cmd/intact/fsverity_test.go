@@ -71,6 +71,7 @@ func TestFsverityDigestLikeFsverityUtils(t *testing.T) {
 // TestFsveritySignLikeFsverityUtils: same line printed, same signature bytes
 // (RSA signatures are deterministic).
 func TestFsveritySignLikeFsverityUtils(t *testing.T) {
+	testutil.RequireHost(t, "userspace only; the VM tier adds no kernel coverage")
 	p := testpki.MustNew(t, testpki.Options{Key: testpki.RSA2048})
 	f := p.MustWriteDir(t, t.TempDir())
 	file := fsvFiles(t)[3]

@@ -6,9 +6,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/intact-project/intact/internal/testutil"
 )
 
 func TestHostKeysCLI(t *testing.T) {
+	testutil.RequireHost(t, "userspace only; the VM tier adds no kernel coverage")
 	dir := t.TempDir()
 	keys := filepath.Join(dir, "keys")
 	if code, out, stderr := runCLI(t, "host", "keys", "create", "--dir", keys, "--json"); code != 0 || !strings.Contains(out, "owner_guid") {

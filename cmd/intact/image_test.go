@@ -64,6 +64,7 @@ func newImageFixture(t *testing.T, platforms ...string) *imageFixture {
 }
 
 func TestImageSignVerifyInspectCLI(t *testing.T) {
+	testutil.RequireHost(t, "userspace only; the VM tier adds no kernel coverage")
 	f := newImageFixture(t, "linux/amd64", "linux/arm64")
 	code, out, stderr := runCLI(t, "image", "sign", f.ref, "--plain-http", "--no-credentials", "--all-platforms",
 		"--key", f.files.KeyPEM, "--cert", f.files.CertPEM, "--json")
@@ -130,6 +131,7 @@ func TestImageOCILayoutCLI(t *testing.T) {
 // TestImageBadInputs: every bad input gives one clear line and a non-zero
 // exit, never a panic.
 func TestImageBadInputs(t *testing.T) {
+	testutil.RequireHost(t, "userspace only; the VM tier adds no kernel coverage")
 	f := newImageFixture(t)
 	closed := closedPort(t)
 	r := []string{"--plain-http", "--no-credentials"}
@@ -202,6 +204,7 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 // TestRegistryServeCLI runs `intact registry serve` in process, pushes,
 // signs and verifies through it, then stops it with its context.
 func TestRegistryServeCLI(t *testing.T) {
+	testutil.RequireHost(t, "userspace only; the VM tier adds no kernel coverage")
 	needRegistryCommand(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -356,6 +359,7 @@ func TestImageOCILayoutReadOnlyMountAsRoot(t *testing.T) {
 // for a registry that accepts connections and never answers, retries
 // included (the old code waited that long per attempt: 3 s took 13.9 s).
 func TestImageTimeoutBoundsTheWait(t *testing.T) {
+	testutil.RequireHost(t, "userspace only; the VM tier adds no kernel coverage")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -402,6 +406,7 @@ func TestImageTimeoutBoundsTheWait(t *testing.T) {
 // a multi-platform image unless --platform restricts it; verify checks
 // every platform by default and names the unsigned ones.
 func TestImageSignsEveryPlatformByDefault(t *testing.T) {
+	testutil.RequireHost(t, "userspace only; the VM tier adds no kernel coverage")
 	f := newImageFixture(t, "linux/amd64", "linux/arm64", "linux/riscv64")
 	common := []string{"--plain-http", "--no-credentials"}
 	// A publisher restricts signing to one platform on purpose.
@@ -491,6 +496,7 @@ func serveCLI(t *testing.T, args ...string) (string, func()) {
 // such storage with the API off, answered 404 for every manifest by
 // digest).
 func TestRegistryServeDirBothWays(t *testing.T) {
+	testutil.RequireHost(t, "userspace only; the VM tier adds no kernel coverage")
 	dir := t.TempDir()
 	files := testpki.MustNew(t, testpki.Options{}).MustWriteDir(t, t.TempDir())
 	addr, stop := serveCLI(t, "--dir", dir)

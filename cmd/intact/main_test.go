@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/intact-project/intact/internal/testpki"
+	"github.com/intact-project/intact/internal/testutil"
 )
 
 // runCLI runs the CLI in-process and returns its exit code, stdout and stderr.
@@ -41,6 +42,7 @@ func TestVersionJSON(t *testing.T) {
 // no help hint), not a usage error; cobra's argument and flag errors and
 // unknown commands are usage errors (exit 2 with the hint).
 func TestExitStatusIsTyped(t *testing.T) {
+	testutil.RequireHost(t, "userspace only; the VM tier adds no kernel coverage")
 	// The kernel answers EINVAL: a write of a signed policy to a file
 	// that wants an integer (laid out where securityfs's new_policy is).
 	pki := testpki.MustNew(t, testpki.Options{})

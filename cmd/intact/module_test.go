@@ -9,12 +9,14 @@ import (
 	"testing"
 
 	"github.com/intact-project/intact/internal/testpki"
+	"github.com/intact-project/intact/internal/testutil"
 	"github.com/intact-project/intact/ipe"
 	"github.com/intact-project/intact/kmod"
 	"github.com/intact-project/intact/kmod/kmodtest"
 )
 
 func TestModuleSignVerifyInspect(t *testing.T) {
+	testutil.RequireHost(t, "userspace only; the VM tier adds no kernel coverage")
 	dir := t.TempDir()
 	vendor := testpki.MustNew(t, testpki.Options{Key: testpki.RSA2048, Name: "cli vendor"})
 	vf := vendor.MustWriteDir(t, filepath.Join(dir, "vendor"))
@@ -89,6 +91,7 @@ func TestModuleSignVerifyInspect(t *testing.T) {
 }
 
 func TestDriverPackCLI(t *testing.T) {
+	testutil.RequireHost(t, "userspace only; the VM tier adds no kernel coverage")
 	dir := t.TempDir()
 	vendor := testpki.MustNew(t, testpki.Options{Key: testpki.RSA2048, Name: "cli vendor"})
 	vf := vendor.MustWriteDir(t, filepath.Join(dir, "vendor"))

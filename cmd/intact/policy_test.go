@@ -139,6 +139,7 @@ func TestPolicyNewFromLayerJSON(t *testing.T) {
 }
 
 func TestPolicySignVerifyLoadList(t *testing.T) {
+	testutil.RequireHost(t, "userspace only; the VM tier adds no kernel coverage")
 	pki := testpki.MustNew(t, testpki.Options{})
 	files := pki.MustWriteDir(t, t.TempDir())
 	pf := writeTemp(t, "p.pol", validPolicy)

@@ -48,6 +48,7 @@ func runQuickstartJSON(t *testing.T, extra ...string) quickstartReport {
 // TestQuickstart runs the README's main command in process, without the
 // mount step.
 func TestQuickstart(t *testing.T) {
+	testutil.RequireHost(t, "userspace only; the VM tier adds no kernel coverage")
 	rep := runQuickstartJSON(t, "--no-mount")
 	if rep.Steps[7].Detail != "skipped (--no-mount)" {
 		t.Errorf("mount step %+v", rep.Steps[7])

@@ -53,6 +53,7 @@ func needRegistryCommand(t *testing.T) {
 // TestRegistryCommandMissing: without the intact-registry command, serve
 // and quickstart say what to build, in one line, exit 1.
 func TestRegistryCommandMissing(t *testing.T) {
+	testutil.RequireHost(t, "userspace only; the VM tier adds no kernel coverage")
 	t.Setenv("INTACT_REGISTRY", "")
 	t.Setenv("PATH", t.TempDir())
 	for _, args := range [][]string{{"registry", "serve"}, {"quickstart", "--dir", t.TempDir(), "--no-mount"}} {

@@ -32,6 +32,7 @@ func sigOpenSSL(t *testing.T, args ...string) []byte {
 // hash string, verifies with openssl against the CA, and with RSA keys is
 // byte-identical to `openssl smime -sign -noattr -binary -outform der`.
 func TestVeritySignVerifiesWithOpenSSL(t *testing.T) {
+	testutil.RequireHost(t, "userspace only; the VM tier adds no kernel coverage")
 	for _, depth := range []int{1, 2} {
 		p := testpki.MustNew(t, testpki.Options{Key: testpki.RSA2048, Depth: depth})
 		f := p.MustWriteDir(t, t.TempDir())
@@ -230,6 +231,7 @@ func opensslV1Leaf(t *testing.T, caCert, caKey string) (keyPath, certPath string
 // ENOKEY: verify-signature refuses, verity sign and verity open warn, image
 // sign refuses to publish such signatures.
 func TestV1LeafSignerIsFlagged(t *testing.T) {
+	testutil.RequireHost(t, "userspace only; the VM tier adds no kernel coverage")
 	f := testpki.MustNew(t, testpki.Options{Key: testpki.RSA2048}).MustWriteDir(t, t.TempDir())
 	key, cert := opensslV1Leaf(t, f.RootPEM, f.RootKey)
 	dir := t.TempDir()

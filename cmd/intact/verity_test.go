@@ -284,6 +284,7 @@ func TestVerityFormatRestoresOnFailureAsRoot(t *testing.T) {
 // backup next to it, so the file can be restored. The old code unlinked the
 // backup as soon as it had made it.
 func TestVerityFormatKilledInPlaceIsRecoverable(t *testing.T) {
+	testutil.RequireHost(t, "userspace only; the VM tier adds no kernel coverage")
 	dir := t.TempDir()
 	data, hash := filepath.Join(dir, "data"), filepath.Join(dir, "hash")
 	// 512 MiB of zeros (sparse) in 512-byte blocks with sha512: 64 MiB of
