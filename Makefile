@@ -65,6 +65,8 @@ test-vm: deps build
 	@rm -f $(VM_TIMING); start=$$(date +%s); \
 	INTACT_TEST_STRICT=1 INTACT_VM_HOST_TESTS=1 INTACT_VM_TIMING_LOG=$(CURDIR)/$(VM_TIMING) \
 		$(GO) test -count=1 -timeout 20m ./internal/vmtest/ ./host/ && \
+	INTACT_TEST_STRICT=1 INTACT_VM_HOST_TESTS=1 \
+		$(GO) test -count=1 -timeout 20m -run '^TestTwoBootMokListInVM$$' ./kmod/ && \
 	CGO_ENABLED=0 INTACT_TEST_STRICT=1 INTACT_VM_TIMING_LOG=$(CURDIR)/$(VM_TIMING) \
 		$(GO) test -count=1 -p 1 -timeout 20m -exec "$(CURDIR)/$(BIN)/vmexec --mode secureboot --tool $(VM_TOOLS) --file $(CURDIR)/$(BIN)/intact:/usr/bin/intact --file $(CURDIR)/$(BIN)/intact-registry:/usr/bin/intact-registry $(VM_FILES)" \
 		$$(for d in $(VM_PKGS); do [ -d $$d ] && echo ./$$d/...; done); rc=$$?; \

@@ -90,17 +90,22 @@ func (v EFIVars) State() (State, error) {
 // one write() as efivarfs requires.
 func (v EFIVars) Write(vr Variable, auth []byte) error {
 	p := filepath.Join(v.dir(), vr.Name+"-"+vr.GUID)
+	// efivarfs marks existing variables immutable (chattr +i), and an
+	// immutable file cannot even be opened for writing (EPERM): clear the
+	// flag through a read-only descriptor first. An ordinary directory in
+	// tests has no such flag and may not support the ioctl.
+	if r, err := os.Open(p); err == nil {
+		err = linux.ClearImmutable(r)
+		r.Close()
+		if err != nil && v.Dir == "" {
+			return fmt.Errorf("efi: write %s: %w", vr.Name, err)
+		}
+	}
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("efi: write %s: %w", vr.Name, err)
 	}
 	defer f.Close()
-	// efivarfs marks existing variables immutable (chattr +i); an
-	// ordinary directory in tests has no such flag and may not support
-	// the ioctl.
-	if err := linux.ClearImmutable(f); err != nil && v.Dir == "" {
-		return fmt.Errorf("efi: write %s: %w", vr.Name, err)
-	}
 	buf := make([]byte, 4, 4+len(auth))
 	binary.LittleEndian.PutUint32(buf, vr.Attributes)
 	buf = append(buf, auth...)

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/foxboron/go-uefi/efi/attributes"
 	"github.com/foxboron/go-uefi/efi/signature"
 	"github.com/foxboron/go-uefi/efi/util"
 	"github.com/foxboron/go-uefi/efivar"
@@ -167,24 +168,35 @@ type Variable struct {
 }
 
 // The Secure Boot key variables, in enrollment order (db, KEK, then PK,
-// which ends setup mode).
+// which ends setup mode), and the forbidden signature database dbx (an
+// update to db or dbx is signed by a KEK).
 var (
 	VarDB  = Variable{"db", "d719b2cb-3d3a-4596-a3bc-dad00e67656f", 0x27}
 	VarKEK = Variable{"KEK", "8be4df61-93ca-11d2-aa0d-00e098032b8c", 0x27}
 	VarPK  = Variable{"PK", "8be4df61-93ca-11d2-aa0d-00e098032b8c", 0x27}
+	VarDBX = Variable{"dbx", "d719b2cb-3d3a-4596-a3bc-dad00e67656f", 0x27}
 )
+
+// AttrAppendWrite is EFI_VARIABLE_APPEND_WRITE: the firmware appends the
+// update's signature lists to the variable (dropping entries it already
+// holds) instead of replacing it, and does not require a newer timestamp.
+const AttrAppendWrite = 0x40
+
+// Append returns v with EFI_VARIABLE_APPEND_WRITE set: an update signed
+// for it adds to db or dbx (the attributes are part of the signed data, so
+// the flag must be set before signing).
+func (v Variable) Append() Variable {
+	v.Attributes |= AttrAppendWrite
+	return v
+}
 
 // EnrollOrder is the order in which the key variables are written.
 var EnrollOrder = []Variable{VarDB, VarKEK, VarPK}
 
+// efivar is v in go-uefi's terms: the signed data covers the name, the
+// vendor GUID and the attributes.
 func (v Variable) efivar() efivar.Efivar {
-	switch v.Name {
-	case "PK":
-		return efivar.PK
-	case "KEK":
-		return efivar.KEK
-	}
-	return efivar.Db
+	return efivar.Efivar{Name: v.Name, GUID: util.StringToGUID(v.GUID), Attributes: attributes.Attributes(v.Attributes)}
 }
 
 // SignatureList returns the EFI_SIGNATURE_LIST (type EFI_CERT_X509_GUID)

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/foxboron/go-uefi/efivar"
+
 	"github.com/intact-project/intact/internal/testutil"
 	"github.com/intact-project/intact/pkcs7"
 )
@@ -139,5 +141,23 @@ func setVar(t *testing.T, dir, name string, data []byte) {
 	b := binary.LittleEndian.AppendUint32(nil, 6)
 	if err := os.WriteFile(filepath.Join(dir, name+"-"+globalGUID), append(b, data...), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestVariableNames: what an update's signature covers (name, vendor GUID,
+// attributes) equals go-uefi's definitions of the standard variables, and
+// Append only adds EFI_VARIABLE_APPEND_WRITE.
+func TestVariableNames(t *testing.T) {
+	for _, c := range []struct {
+		v    Variable
+		want efivar.Efivar
+	}{{VarPK, efivar.PK}, {VarKEK, efivar.KEK}, {VarDB, efivar.Db}, {VarDBX, efivar.Dbx}} {
+		got := c.v.efivar()
+		if got.Name != c.want.Name || *got.GUID != *c.want.GUID || got.Attributes != c.want.Attributes {
+			t.Errorf("%s: %s %x %#x, want %s %x %#x", c.v.Name, got.Name, *got.GUID, got.Attributes, c.want.Name, *c.want.GUID, c.want.Attributes)
+		}
+	}
+	if a := VarDBX.Append(); a.Attributes != 0x67 || VarDBX.Attributes != 0x27 {
+		t.Errorf("append attributes %#x (dbx %#x)", a.Attributes, VarDBX.Attributes)
 	}
 }

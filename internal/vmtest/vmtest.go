@@ -93,8 +93,15 @@ type Options struct {
 	// Vars, in Secure Boot mode, is a variable store file to boot with (and
 	// write to) instead of a fresh one with the run's keys enrolled: for
 	// example OVMF's empty store, in which the firmware is in setup mode.
-	// The guest then gets no trusted keys (INTACT_VM_SECUREBOOT unset).
+	// The guest then gets no trusted keys (INTACT_VM_SECUREBOOT unset),
+	// unless PKI is set.
 	Vars string
+	// PKI, if set, is the run's key hierarchy instead of a fresh one
+	// (NewPKI): the UKI is signed by its UKI signer and the guest gets its
+	// keys. With Vars, the caller enrolled it in that store (EnrollVars),
+	// so several runs can boot one persistent variable store with Secure
+	// Boot on and the same trusted keys.
+	PKI *PKI
 	// KeepDir keeps the work directory (initramfs, UKI, logs) for debugging.
 	KeepDir bool
 }
@@ -193,9 +200,11 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if out, err := build.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("vmtest: build guest init: %w: %s", err, out)
 	}
-	pki, err := NewPKI(filepath.Join(work, "pki"))
-	if err != nil {
-		return nil, err
+	pki := opts.PKI
+	if pki == nil {
+		if pki, err = NewPKI(filepath.Join(work, "pki")); err != nil {
+			return nil, err
+		}
 	}
 	initrd := filepath.Join(work, "initrd.cpio")
 	if err := buildInitramfs(ctx, a, opts, initBin, pki, initrd); err != nil {
@@ -526,7 +535,7 @@ func buildInitramfs(ctx context.Context, a *Assets, opts Options, initBin string
 	if err != nil {
 		return err
 	}
-	cfg := guest.Config{Dir: "/", SecureBoot: opts.Mode == SecureBoot && !opts.Unsigned && opts.Vars == ""}
+	cfg := guest.Config{Dir: "/", SecureBoot: opts.Mode == SecureBoot && !opts.Unsigned && (opts.Vars == "" || opts.PKI != nil)}
 	inKernel := a.KernelDecompressesModules()
 	for _, rel := range rels {
 		gp := "/intact/modules/" + filepath.ToSlash(rel)
