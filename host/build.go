@@ -257,7 +257,7 @@ func Build(ctx context.Context, opts Options) (*Manifest, error) {
 	progress("initramfs")
 	cfg := &bootcfg.Config{Version: 1, KernelRelease: kern.Release, RootHash: m.RootHash, Verity: root.cfg,
 		VerityOptions: s.Boot.VerityOptions, RootFSType: "erofs", Init: []string{s.Boot.Init}, OnFailure: s.Boot.OnFailure,
-		DropCapabilities: s.Boot.DropCapabilities}
+		DropCapabilities: s.Boot.DropCapabilities, TrustMachineKeyring: s.Boot.TrustMachineKeyring}
 	if cfg.DropCapabilities == nil {
 		cfg.DropCapabilities = DefaultDropCapabilities
 	}
@@ -573,11 +573,17 @@ func buildPolicy(s *Spec, rootHash []byte, signer *pkcs7.Signer) ([]byte, []byte
 		return signed, b, nil
 	}
 	v, _ := ipe.ParseVersion(s.Policy.Version)
+	// Kernel modules and firmware come from the initramfs and this root
+	// only: dmverity_signature=TRUE would also admit every signed
+	// container layer (and any volume a planted key signed). Drivers on
+	// their own volumes come with a policy update (intact driver pack).
 	in := ipe.Intent{Name: s.Policy.Name, Version: v, Ops: []ipe.Op{ipe.OpExecute, ipe.OpKModule, ipe.OpFirmware},
-		AllowInitramfs: true, AllowSignedVerity: *s.Policy.SignedVerity,
-		Comment: []string{"intact host policy: code runs only from the initramfs and signed dm-verity devices."}}
+		AllowInitramfs: true, AllowSignedVerity: *s.Policy.SignedVerity, SignedVerityOps: []ipe.Op{ipe.OpExecute},
+		RootHashes: []ipe.Digest{{Alg: "sha256", Value: rootHash}}, RootHashOps: []ipe.Op{ipe.OpKModule, ipe.OpFirmware},
+		Comment: []string{"intact host policy: code runs only from the initramfs and signed dm-verity devices;",
+			"kernel modules and firmware only from the initramfs and this root."}}
 	if s.Policy.PinRoot {
-		in.RootHashes = []ipe.Digest{{Alg: "sha256", Value: rootHash}}
+		in.RootHashOps = nil // the root's hash for EXECUTE too
 	}
 	text, err := ipe.Generate(in)
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/intact-project/intact/host/bootcfg"
 	"github.com/intact-project/intact/internal/testutil"
 	"github.com/intact-project/intact/internal/vmtest"
+	"github.com/intact-project/intact/ipe"
 )
 
 // fixture holds what every build test needs: Debian stable's kernel,
@@ -269,6 +270,30 @@ func TestBuildReferenceTools(t *testing.T) {
 	if pb, _ := os.ReadFile(filepath.Join(dir, "policy.txt")); string(pb) != m.Policy.Text || !strings.Contains(string(pb), "DEFAULT op=KMODULE action=DENY") {
 		t.Errorf("signed policy text:\n%s", pb)
 	}
+	// Kernel modules and firmware: the initramfs and this root only, never
+	// any signed device (a container layer); execution: every signed device.
+	pol, err := ipe.Parse([]byte(m.Policy.Text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootDigest := ipe.Digest{Alg: "sha256", Value: mustHex(t, m.RootHash)}
+	layer := ipe.Digest{Alg: "sha256", Value: make([]byte, 32)}
+	for _, c := range []struct {
+		ctx  ipe.Context
+		want ipe.Action
+	}{
+		{ipe.Context{Op: ipe.OpKModule, DMVerity: &rootDigest, DMVeritySigned: true}, ipe.ActionAllow},
+		{ipe.Context{Op: ipe.OpFirmware, DMVerity: &rootDigest, DMVeritySigned: true}, ipe.ActionAllow},
+		{ipe.Context{Op: ipe.OpKModule, BootVerified: true}, ipe.ActionAllow},
+		{ipe.Context{Op: ipe.OpKModule, DMVerity: &layer, DMVeritySigned: true}, ipe.ActionDeny},
+		{ipe.Context{Op: ipe.OpFirmware, DMVerity: &layer, DMVeritySigned: true}, ipe.ActionDeny},
+		{ipe.Context{Op: ipe.OpExecute, DMVerity: &layer, DMVeritySigned: true}, ipe.ActionAllow},
+		{ipe.Context{Op: ipe.OpExecute, DMVerity: &layer}, ipe.ActionDeny},
+	} {
+		if got := pol.Evaluate(c.ctx).Action; got != c.want {
+			t.Errorf("policy: %+v: %v, want %v\n%s", c.ctx, got, c.want, m.Policy.Text)
+		}
+	}
 	// The initramfs, as cpio lists it, holds the init, the modules, the
 	// configuration with this root hash and the policy.
 	raw, err := os.ReadFile(filepath.Join(out, InitrdFile))
@@ -370,6 +395,7 @@ func TestBuildVarPartition(t *testing.T) {
 	f := getFixture(t)
 	s := f.spec(smallRoot(t))
 	s.Var.Mode, s.Var.Size = bootcfg.VarPartition, "64M"
+	s.Boot.TrustMachineKeyring = true // carried to the init's configuration
 	out, m := build(t, s, 1700000000)
 	if len(m.Disk.Partitions) != 5 || m.Disk.Partitions[3].Type != bootcfg.TypeVar || m.Disk.Partitions[4].Type != bootcfg.TypeESP {
 		t.Fatalf("partitions %+v", m.Disk.Partitions)
@@ -399,22 +425,26 @@ func TestBuildVarPartition(t *testing.T) {
 	if cfgVar != "partition" {
 		t.Error("the initramfs configuration does not ask for the var partition")
 	}
+	if data, err := dec.DecodeAll(raw, nil); err != nil || !bytes.Contains(data, []byte(`"trust_machine_keyring": true`)) {
+		t.Error("the initramfs configuration does not keep .machine trusted")
+	}
 }
 
 func TestBuildRefusesBadSpecs(t *testing.T) {
 	f := getFixture(t)
 	root := smallRoot(t)
 	for name, mod := range map[string]func(*Spec){
-		"no root":        func(s *Spec) { s.Root.Source = "" },
-		"missing root":   func(s *Spec) { s.Root.Source = filepath.Join(root, "nope") },
-		"no init":        func(s *Spec) { s.Boot.Init = "/sbin/missing" },
-		"no keys":        func(s *Spec) { s.Keys = t.TempDir() },
-		"bad var":        func(s *Spec) { s.Var.Mode = "disk" },
-		"var no size":    func(s *Spec) { s.Var.Mode = "partition" },
-		"bad version":    func(s *Spec) { s.Policy.Version = "1.2" },
-		"tiny esp":       func(s *Spec) { s.Disk.ESPSize = "1M" },
-		"deb and kernel": func(s *Spec) { s.Kernel.Deb = "x.deb" },
-		"unknown module": func(s *Spec) { s.Boot.Modules = []string{"no_such_module"} },
+		"no root":            func(s *Spec) { s.Root.Source = "" },
+		"missing root":       func(s *Spec) { s.Root.Source = filepath.Join(root, "nope") },
+		"no init":            func(s *Spec) { s.Boot.Init = "/sbin/missing" },
+		"no keys":            func(s *Spec) { s.Keys = t.TempDir() },
+		"bad var":            func(s *Spec) { s.Var.Mode = "disk" },
+		"var no size":        func(s *Spec) { s.Var.Mode = "partition" },
+		"bad version":        func(s *Spec) { s.Policy.Version = "1.2" },
+		"tiny esp":           func(s *Spec) { s.Disk.ESPSize = "1M" },
+		"deb and kernel":     func(s *Spec) { s.Kernel.Deb = "x.deb" },
+		"unknown module":     func(s *Spec) { s.Boot.Modules = []string{"no_such_module"} },
+		"unknown capability": func(s *Spec) { s.Boot.DropCapabilities = []string{"sys_nonsense"} },
 		"bad policy text": func(s *Spec) {
 			p := filepath.Join(t.TempDir(), "p")
 			os.WriteFile(p, []byte("nonsense\n"), 0o644)

@@ -12,6 +12,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/intact-project/intact/host/bootcfg"
+	"github.com/intact-project/intact/internal/linux"
 	"github.com/intact-project/intact/ipe"
 )
 
@@ -64,6 +65,15 @@ type Spec struct {
 		// bounding set by the init, once the policy is active (nil means
 		// DefaultDropCapabilities; an empty list keeps them all).
 		DropCapabilities []string `toml:"drop_capabilities"`
+		// TrustMachineKeyring keeps the kernel's .machine keyring (keys
+		// from the MokListRT UEFI variable) linked into
+		// .secondary_trusted_keys. By default the init unlinks it: an
+		// intact host boots without shim, so MokListRT is a variable
+		// root can write, and a key planted there would be trusted for
+		// modules, IPE policies and dm-verity signatures from the next
+		// boot on. Set it only for hosts booted through shim with MOK
+		// keys they rely on.
+		TrustMachineKeyring bool `toml:"trust_machine_keyring"`
 	} `toml:"boot"`
 	Policy struct {
 		// File is an IPE policy (text, signed at build time, or an
@@ -205,6 +215,11 @@ func (s *Spec) Validate() error {
 	case bootcfg.FailHalt, bootcfg.FailPowerOff, bootcfg.FailReboot:
 	default:
 		errs = append(errs, fmt.Sprintf("boot.on_failure %q: halt, poweroff or reboot", s.Boot.OnFailure))
+	}
+	for _, c := range s.Boot.DropCapabilities {
+		if _, ok := linux.CapabilityNumber(c); !ok {
+			errs = append(errs, fmt.Sprintf("boot.drop_capabilities: %q is not one intact-init can drop (%s)", c, strings.Join(linux.CapabilityNames(), ", ")))
+		}
 	}
 	for _, o := range s.Boot.VerityOptions {
 		switch o {

@@ -304,8 +304,8 @@ func TestVMHostImage(t *testing.T) {
 			t.Errorf("console lacks %q", w)
 		}
 	}
-	if checks != 10 {
-		t.Errorf("%d agent checks, want 10:\n%s", checks, tail(con, 60))
+	if checks != 11 {
+		t.Errorf("%d agent checks, want 11:\n%s", checks, tail(con, 60))
 	}
 	if !regexp.MustCompile(`device-mapper: verity: \S+: data block \d+ is corrupted`).MatchString(con) {
 		t.Error("the kernel did not report the corrupted block")

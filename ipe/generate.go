@@ -28,8 +28,16 @@ type Intent struct {
 	// AllowSignedVerity allows files on dm-verity devices whose root-hash
 	// signature the kernel verified (dmverity_signature=TRUE).
 	AllowSignedVerity bool
+	// SignedVerityOps are the operations AllowSignedVerity applies to;
+	// nil means every operation in Ops. A host that runs containers
+	// allows EXECUTE from every signed device (each layer) but kernel
+	// modules and firmware only from named root hashes.
+	SignedVerityOps []Op
 	// RootHashes allows files on dm-verity devices with these root hashes.
 	RootHashes []Digest
+	// RootHashOps are the operations RootHashes apply to; nil means every
+	// operation in Ops.
+	RootHashOps []Op
 	// FSVerityDigests allows files whose fs-verity digest is one of these.
 	FSVerityDigests []Digest
 	// AllowAnonymousExec adds the rule that lets JITs map anonymous memory
@@ -109,10 +117,13 @@ func Generate(in Intent) ([]byte, error) {
 		if in.AllowInitramfs {
 			b.WriteString(o + " boot_verified=TRUE action=ALLOW\n")
 		}
-		if in.AllowSignedVerity {
+		if in.AllowSignedVerity && (in.SignedVerityOps == nil || slices.Contains(in.SignedVerityOps, op)) {
 			b.WriteString(o + " dmverity_signature=TRUE action=ALLOW\n")
 		}
 		for _, d := range in.RootHashes {
+			if in.RootHashOps != nil && !slices.Contains(in.RootHashOps, op) {
+				continue
+			}
 			if err := checkDigest(d, false); err != nil {
 				return nil, err
 			}

@@ -83,6 +83,41 @@ func TestGenerateSemantics(t *testing.T) {
 	}
 }
 
+// TestGenerateScopedOps: SignedVerityOps and RootHashOps limit their rules
+// to some operations (the host policy: every signed device may EXECUTE,
+// kernel modules and firmware come only from named root hashes).
+func TestGenerateScopedOps(t *testing.T) {
+	root := Digest{Alg: "sha256", Value: bytes.Repeat([]byte{1}, 32)}
+	other := Digest{Alg: "sha256", Value: bytes.Repeat([]byte{2}, 32)}
+	text, err := Generate(Intent{Name: "scoped", Version: Version{1, 0, 0}, Ops: []Op{OpExecute, OpKModule, OpFirmware},
+		AllowInitramfs: true, AllowSignedVerity: true, SignedVerityOps: []Op{OpExecute},
+		RootHashes: []Digest{root}, RootHashOps: []Op{OpKModule, OpFirmware}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := Lint(text, LintOptions{})
+	if !res.Valid() {
+		t.Fatalf("%v\n%s", res.Err, text)
+	}
+	for _, c := range []struct {
+		ctx  Context
+		want bool
+	}{
+		{Context{Op: OpExecute, DMVerity: &other, DMVeritySigned: true}, true},
+		{Context{Op: OpKModule, DMVerity: &other, DMVeritySigned: true}, false}, // a container layer's module
+		{Context{Op: OpFirmware, DMVerity: &other, DMVeritySigned: true}, false},
+		{Context{Op: OpKModule, DMVerity: &root, DMVeritySigned: true}, true}, // the root's
+		{Context{Op: OpFirmware, DMVerity: &root}, true},
+		{Context{Op: OpExecute, DMVerity: &root}, false}, // unsigned: no EXECUTE rule names the root
+		{Context{Op: OpKModule, BootVerified: true}, true},
+		{Context{Op: OpKModule}, false},
+	} {
+		if got := res.Policy.Evaluate(c.ctx).Action == ActionAllow; got != c.want {
+			t.Errorf("%+v: allowed=%v, want %v\n%s", c.ctx, got, c.want, text)
+		}
+	}
+}
+
 func TestGenerateRefuses(t *testing.T) {
 	for _, in := range []Intent{
 		{},

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -127,6 +128,12 @@ func AddUser(desc string, payload []byte, ring ID) (ID, error) {
 // links it any more).
 func Unlink(key, ring ID) error {
 	return wrapErr("unlink", linux.KeyctlUnlink(int(key), int(ring)))
+}
+
+// Link links key into ring. The system keyrings' restrictions decide what
+// they admit (.secondary_trusted_keys: keys signed by a trusted key).
+func Link(key, ring ID) error {
+	return wrapErr("link", linux.KeyctlLink(int(key), int(ring)))
 }
 
 // Invalidate invalidates key at once, wherever it is linked.
@@ -285,4 +292,75 @@ func FindKeyring(name string) (ID, error) {
 		}
 	}
 	return 0, &Error{Op: "find keyring " + name, Err: ErrNotFound}
+}
+
+// The system keyrings DistrustMachine works on.
+const (
+	MachineKeyring   = ".machine"
+	SecondaryKeyring = ".secondary_trusted_keys"
+)
+
+// DistrustMachine unlinks the .machine keyring from
+// .secondary_trusted_keys and returns the descriptions of the keys
+// .machine held.
+//
+// At boot the kernel (CONFIG_INTEGRITY_MACHINE_KEYRING) puts the
+// certificates of the MokListRT UEFI variable into .machine and links it
+// into .secondary_trusted_keys, which module signatures, IPE policy
+// signatures, dm-verity root-hash signatures and new .secondary keys are
+// checked against. Without shim the kernel reads MokListRT as an ordinary
+// variable, which root can write through efivarfs: a key planted there is
+// trusted from the next boot on (docs/drivers.md, "Two boots"). After
+// DistrustMachine no check reaches .machine until the next boot, and the
+// link cannot be made again at run time (measured on Debian's 6.12:
+// KEYCTL_LINK of .machine into .secondary_trusted_keys is EACCES). Call it
+// before any process that is not part of the signed boot runs:
+// intact-init does it first.
+//
+// A kernel without .machine, or whose .machine is not linked into
+// .secondary_trusted_keys, is left as it is (nil error).
+func DistrustMachine() ([]string, error) {
+	keys, err := ProcKeys()
+	if err != nil {
+		return nil, err
+	}
+	var machine, secondary ID
+	for _, k := range keys {
+		if k.Type != "keyring" {
+			continue
+		}
+		switch {
+		case k.Description == MachineKeyring || strings.HasPrefix(k.Description, MachineKeyring+":"):
+			machine = k.ID
+		case k.Description == SecondaryKeyring || strings.HasPrefix(k.Description, SecondaryKeyring+":"):
+			secondary = k.ID
+		}
+	}
+	if machine == 0 || secondary == 0 {
+		return nil, nil
+	}
+	members, err := Members(machine)
+	if err != nil {
+		return nil, fmt.Errorf("keyring: read %s: %w", MachineKeyring, err)
+	}
+	var descs []string
+	for _, id := range members {
+		d, err := Describe(id)
+		if err != nil {
+			descs = append(descs, fmt.Sprintf("key %d (%v)", id, err))
+			continue
+		}
+		descs = append(descs, d.Description)
+	}
+	linked, err := Members(secondary)
+	if err != nil {
+		return descs, fmt.Errorf("keyring: read %s: %w", SecondaryKeyring, err)
+	}
+	if !slices.Contains(linked, machine) {
+		return descs, nil
+	}
+	if err := Unlink(machine, secondary); err != nil {
+		return descs, fmt.Errorf("keyring: distrust %s: %w", MachineKeyring, err)
+	}
+	return descs, nil
 }

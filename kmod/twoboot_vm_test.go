@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -27,6 +28,8 @@ import (
 	"github.com/intact-project/intact/keyring"
 	"github.com/intact-project/intact/kmod"
 	"github.com/intact-project/intact/pkcs7"
+	"github.com/intact-project/intact/verity"
+	"github.com/intact-project/intact/veritydev"
 )
 
 // The two-boot experiments: what root can make the next boot trust through
@@ -87,9 +90,15 @@ const (
 	fDBXAppend    = "dbx-kek.auth" // dbx append signed by the KEK
 	fDBXBadSigner = "dbx-db.auth"  // the same append signed by the db CA (not a KEK)
 	fSecondary    = "secondary.der"
-	fPolicyBoot1  = "boot1.p7s"    // a policy activated in boot 1
-	fPolicyDriver = "drivers.p7s"  // the recommended KMODULE policy, signed by the db leaf
-	fPolicyRogue  = "attacker.p7s" // a newer version of it, signed by the attacker's CA
+	fSecondary2   = "secondary2.der" // another attacker-signed key, offered after the remedy
+	fVerityData   = "verity.data"    // a dm-verity volume of the attacker's ...
+	fVerityHash   = "verity.hash"
+	fVerityRoot   = "verity.root"   // ... its root hash (hex) ...
+	fVeritySig    = "verity.p7s"    // ... signed by the attacker's CA
+	fPolicyRogue2 = "attacker2.p7s" // version 1.0.2, signed by the attacker's CA
+	fPolicyBoot1  = "boot1.p7s"     // a policy activated in boot 1
+	fPolicyDriver = "drivers.p7s"   // the recommended KMODULE policy, signed by the db leaf
+	fPolicyRogue  = "attacker.p7s"  // a newer version of it, signed by the attacker's CA
 	fBlacklist    = "blacklist.json"
 )
 
@@ -217,31 +226,43 @@ func TestTwoBootMokListInVM(t *testing.T) {
 		"dbx grew by the append":               "true",
 	})
 	check("2", boot("2"), map[string]string{
-		"kernel loaded MokListRT":                            "true",
-		"IPE policies at boot":                               "none",
-		"attacker CA in":                                     "machine",
-		"load debian.ko":                                     "EKEYREJECTED",
-		"load mok-ca-nocert.ko":                              "0",
-		"load mok-ca-cert.ko":                                "0",
-		"load mok-leaf-cert.ko":                              "0",
-		"load mok-leaf-nocert.ko":                            "EKEYREJECTED",
-		"load untrusted.ko":                                  "EKEYREJECTED",
-		"load db-leaf.ko":                                    "0",
-		"load dbx-hash.ko":                                   "EKEYREJECTED",
-		"load dbx-tbs.ko":                                    "0",
-		".blacklist has MokListXRT's debian.ko hash":         "true",
-		".blacklist has dbx's dbx-hash.ko hash":              "true",
-		".blacklist has dbx's TBS entry":                     "true",
-		"add attacker-signed key to .secondary_trusted_keys": "0",
-		"runtime key in .secondary_trusted_keys":             "true",
-		"db CA in .platform":                                 "true",
-		"activate the recommended IPE policy":                "0",
-		"IPE: load mok-ca-cert.ko":                           "EACCES",
-		"IPE: update to the attacker-signed policy 1.0.1":    "0",
-		"IPE 1.0.1: load mok-ca-cert.ko":                     "0",
-		"delete MokListRT":                                   "0",
-		"delete MokListXRT":                                  "0",
-		"write MokIgnoreDB NV|BS|RT":                         "0",
+		"kernel loaded MokListRT":                                            "true",
+		"IPE policies at boot":                                               "none",
+		"attacker CA in":                                                     "machine",
+		"load debian.ko":                                                     "EKEYREJECTED",
+		"load mok-ca-nocert.ko":                                              "0",
+		"load mok-ca-cert.ko":                                                "0",
+		"load mok-leaf-cert.ko":                                              "0",
+		"load mok-leaf-nocert.ko":                                            "EKEYREJECTED",
+		"load untrusted.ko":                                                  "EKEYREJECTED",
+		"load db-leaf.ko":                                                    "0",
+		"load dbx-hash.ko":                                                   "EKEYREJECTED",
+		"load dbx-tbs.ko":                                                    "0",
+		".blacklist has MokListXRT's debian.ko hash":                         "true",
+		".blacklist has dbx's dbx-hash.ko hash":                              "true",
+		".blacklist has dbx's TBS entry":                                     "true",
+		"add attacker-signed key to .secondary_trusted_keys":                 "0",
+		"runtime key in .secondary_trusted_keys":                             "true",
+		"db CA in .platform":                                                 "true",
+		"activate the recommended IPE policy":                                "0",
+		"IPE: load mok-ca-cert.ko":                                           "EACCES",
+		"IPE: update to the attacker-signed policy 1.0.1":                    "0",
+		"IPE 1.0.1: load mok-ca-cert.ko":                                     "0",
+		"open dm-verity signed by the attacker":                              "0",
+		"intact-init: distrust .machine":                                     "0",
+		"intact-init: keys distrusted":                                       "1",
+		"after distrust: .machine linked into .secondary_trusted_keys":       "false",
+		"after distrust: load mok-ca-cert.ko":                                "EKEYREJECTED",
+		"after distrust: load mok-leaf-cert.ko":                              "EKEYREJECTED",
+		"after distrust: load db-leaf.ko":                                    "0",
+		"after distrust: open dm-verity signed by the attacker":              "ENOKEY",
+		"after distrust: IPE update to the attacker-signed policy 1.0.2":     "ENOKEY",
+		"after distrust: add attacker-signed key to .secondary_trusted_keys": "ENOKEY",
+		"after distrust: link .machine into .secondary_trusted_keys again":   "EACCES",
+		"after relink attempt: .machine linked into .secondary_trusted_keys": "false",
+		"delete MokListRT":                                                   "0",
+		"delete MokListXRT":                                                  "0",
+		"write MokIgnoreDB NV|BS|RT":                                         "0",
 	})
 	check("3", boot("3"), map[string]string{
 		"kernel loaded MokListRT":                "false",
@@ -363,6 +384,34 @@ func twobootInputs(t *testing.T, a *vmtest.Assets, pki *vmtest.PKI) ([]vmtest.Fi
 		DBXBin: "bin:" + hex.EncodeToString(dbxHash[:]), DBXTBS: "tbs:" + hex.EncodeToString(tbs[:]) + strings.Repeat("00", 16)})
 	put(fBlacklist, bl)
 	put(fSecondary, secondary.Certificate.Raw)
+	secondary2, err := attacker.IssueLeaf("intact attacker key offered after the remedy", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(fSecondary2, secondary2.Certificate.Raw)
+
+	// The attacker's dm-verity volume: 16 blocks, tree in its own file,
+	// root hash signed by the attacker's CA.
+	vp := twobootVerityParams()
+	data := make([]byte, int(vp.DataBlocks)*int(vp.DataBlockSize))
+	rand.Read(data)
+	put(fVerityData, data)
+	hashFile, err := os.Create(filepath.Join(dir, fVerityHash))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := verity.Format(context.Background(), bytes.NewReader(data), vp, hashFile, nil)
+	if err := errors.Join(err, hashFile.Close()); err != nil {
+		t.Fatal(err)
+	}
+	files = append(files, vmtest.FileMap{Host: hashFile.Name(), Guest: twobootDir + "/" + fVerityHash})
+	rootHex := hex.EncodeToString(res.RootHash)
+	put(fVerityRoot, []byte(rootHex))
+	vsig, err := signer(attacker.Root).Sign([]byte(rootHex), pkcs7.SignOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(fVeritySig, vsig)
 
 	// IPE policies: one for boot 1, the recommended driver policy (signed
 	// by the db leaf, as the host's policy is) naming a driver volume's
@@ -380,6 +429,7 @@ func twobootInputs(t *testing.T, a *vmtest.Assets, pki *vmtest.PKI) ([]vmtest.Fi
 	put(fPolicyDriver, policy(signer(pki.DB.Leaf), "policy_name=intact_drivers policy_version=1.0.0\nDEFAULT action=ALLOW\n"+
 		"DEFAULT op=KMODULE action=DENY\nDEFAULT op=FIRMWARE action=DENY\n"+strings.Join(driver.Rules(volume), "\n")+"\n"))
 	put(fPolicyRogue, policy(signer(attacker.Root), "policy_name=intact_drivers policy_version=1.0.1\nDEFAULT action=ALLOW\n"))
+	put(fPolicyRogue2, policy(signer(attacker.Root), "policy_name=intact_drivers policy_version=1.0.2\nDEFAULT action=ALLOW\n"))
 	return files, twobootIn{attackerCN: attacker.Root.Certificate.Subject.CommonName, secondaryCN: secondary.Certificate.Subject.CommonName}
 }
 
@@ -486,6 +536,26 @@ func TestTwoBootStageInVM(t *testing.T) {
 		g.load("mok-ca-cert.ko", "IPE: ")
 		g.setErr("IPE: update to the attacker-signed policy 1.0.1", deploy(g.file(fPolicyRogue), true))
 		g.load("mok-ca-cert.ko", "IPE 1.0.1: ")
+		// Code execution: a dm-verity volume whose root hash the attacker
+		// signed opens with a kernel-verified signature, which IPE's
+		// dmverity_signature=TRUE (every intact host's policy) trusts.
+		g.setErr("open dm-verity signed by the attacker", g.openVerity())
+		// intact-init's remedy, at the start of every boot: unlink .machine.
+		descs, err := keyring.DistrustMachine()
+		g.setErr("intact-init: distrust .machine", err)
+		g.set("intact-init: keys distrusted", fmt.Sprint(len(descs)))
+		g.set("after distrust: .machine linked into .secondary_trusted_keys", fmt.Sprint(g.machineLinked()))
+		g.load("mok-ca-cert.ko", "after distrust: ")
+		g.load("mok-leaf-cert.ko", "after distrust: ")
+		g.load("db-leaf.ko", "after distrust: ")
+		g.setErr("after distrust: open dm-verity signed by the attacker", g.openVerity())
+		g.setErr("after distrust: IPE update to the attacker-signed policy 1.0.2", deploy(g.file(fPolicyRogue2), true))
+		_, err = keyring.AddCertificate(g.file(fSecondary2), ring)
+		g.setErr("after distrust: add attacker-signed key to .secondary_trusted_keys", err)
+		if m, err := keyring.FindKeyring(keyring.MachineKeyring); err == nil {
+			g.setErr("after distrust: link .machine into .secondary_trusted_keys again", keyring.Link(m, ring))
+		}
+		g.set("after relink attempt: .machine linked into .secondary_trusted_keys", fmt.Sprint(g.machineLinked()))
 		// The remedy: delete the variables; and MokIgnoreDB for boot 3.
 		g.setErr("delete MokListRT", g.deleteVar("MokListRT", shimGUID))
 		g.setErr("delete MokListXRT", g.deleteVar("MokListXRT", shimGUID))
@@ -576,6 +646,48 @@ func (g *twobootGuest) where(cn string) string {
 		}
 	}
 	return "none"
+}
+
+// machineLinked reports whether .machine is a member of
+// .secondary_trusted_keys.
+func (g *twobootGuest) machineLinked() bool {
+	m, err1 := keyring.FindKeyring(keyring.MachineKeyring)
+	sec, err2 := keyring.FindKeyring(keyring.SecondaryKeyring)
+	if err1 != nil || err2 != nil {
+		g.t.Fatalf("keyrings: %v %v", err1, err2)
+	}
+	members, err := keyring.Members(sec)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	return slices.Contains(members, m)
+}
+
+// openVerity opens (and closes again) the attacker's dm-verity volume
+// with its signature.
+func (g *twobootGuest) openVerity() error {
+	root, err := hex.DecodeString(string(g.file(fVerityRoot)))
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	ctx := context.Background()
+	d, err := veritydev.Open(ctx, "intact-attacker", filepath.Join(g.dir, fVerityData), filepath.Join(g.dir, fVerityHash),
+		twobootVerityParams(), root, g.file(fVeritySig))
+	if err != nil {
+		return err
+	}
+	if !d.Signed {
+		g.t.Errorf("attacker volume opened without its signature")
+	}
+	return d.Close(ctx)
+}
+
+// twobootVerityParams are the attacker volume's dm-verity parameters.
+func twobootVerityParams() verity.Params {
+	p := verity.DefaultParams()
+	p.Salt = bytes.Repeat([]byte{0x5a}, 32)
+	p.DataBlocks = 16
+	return p
 }
 
 // blacklist reports whether .blacklist holds the entries the variables

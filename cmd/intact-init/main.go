@@ -35,6 +35,7 @@ import (
 	"github.com/intact-project/intact/host/bootcfg"
 	"github.com/intact-project/intact/internal/linux"
 	"github.com/intact-project/intact/ipe"
+	"github.com/intact-project/intact/keyring"
 	"github.com/intact-project/intact/verity"
 	"github.com/intact-project/intact/veritydev"
 )
@@ -111,6 +112,7 @@ func main() {
 		}
 		logf("%s: ok (%s)", name, time.Since(t).Round(time.Millisecond))
 	}
+	step("distrust MOK keys", func() error { return distrustMachine(cfg) })
 	step("load modules", func() error { return loadModules(cfg) })
 	var parts found
 	step("find partitions", func() error { var err error; parts, err = findPartitions(ctx, cfg); return err })
@@ -560,6 +562,28 @@ func activatePolicy(ctx context.Context, cfg *bootcfg.Config) error {
 		return errors.New("IPE is not enforcing (ipe.enforce=0?)")
 	}
 	logf("IPE policy %s version %s active and enforcing", pol.Name, pol.Version)
+	return nil
+}
+
+// distrustMachine unlinks the kernel's .machine keyring (the certificates
+// of the MokListRT UEFI variable) from .secondary_trusted_keys before
+// anything checks a signature against it, unless the configuration trusts
+// it. An intact host's firmware starts the UKI without shim, so MokListRT
+// is an ordinary variable that root can write through efivarfs: a key
+// planted there would otherwise sign modules, IPE policies and dm-verity
+// root hashes from the next boot on (measured: docs/drivers.md).
+func distrustMachine(cfg *bootcfg.Config) error {
+	if cfg.TrustMachineKeyring {
+		logf(".machine keyring (MOK keys) stays trusted (boot.trust_machine_keyring)")
+		return nil
+	}
+	keys, err := keyring.DistrustMachine()
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		logf("WARNING: .machine held %q, loaded by the kernel from a MokListRT UEFI variable; it is not trusted. Delete the variable (shim's GUID 605dab50-e046-4300-abb6-3dd810dd8b23).", k)
+	}
 	return nil
 }
 

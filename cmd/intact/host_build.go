@@ -22,8 +22,8 @@ func newHostBuildCmd(e *env) *cobra.Command {
 		root, kernel, modules, deb, keys, cmdline, pol   string
 		rootInit, intactInit, stub, osrel, compression   string
 		varMode, varSize, etcMode, espSize, seed, onFail string
-		files, mods, verityOpts                          []string
-		pin, noSignedVerity                              bool
+		files, mods, verityOpts, dropCaps                []string
+		pin, noSignedVerity, keepCaps, trustMachine      bool
 	)
 	c := &cobra.Command{
 		Use:   "build [SPEC.toml] -o DIR",
@@ -49,7 +49,10 @@ Relative paths in SPEC are relative to its directory. See docs/host.md.
            deb (--kernel-deb, a Debian linux-image package instead)
   [boot] cmdline, stub, os_release, modules (--module), init (--init, the
          root's init, default /sbin/init), intact_init (--intact-init),
-         initramfs_compression, on_failure, verity_options
+         initramfs_compression, on_failure, verity_options,
+         drop_capabilities (--drop-capability, default mac_admin; --keep-capabilities
+         drops none), trust_machine_keyring (--trust-machine-keyring: keep MOK keys
+         trusted; by default intact-init distrusts them, see docs/drivers.md)
   [policy] file (--policy, text or signed; default: exec, kernel modules and
            firmware only from the initramfs and signed dm-verity), name,
            version, pin_root (--pin-root), signed_verity (--no-signed-verity)
@@ -108,6 +111,18 @@ run. --json prints the manifest.`,
 			}
 			if fl.Changed("pin-root") {
 				spec.Policy.PinRoot = pin
+			}
+			if fl.Changed("drop-capability") && fl.Changed("keep-capabilities") {
+				return usagef("--drop-capability and --keep-capabilities exclude each other")
+			}
+			if fl.Changed("drop-capability") {
+				spec.Boot.DropCapabilities = dropCaps
+			}
+			if fl.Changed("keep-capabilities") && keepCaps {
+				spec.Boot.DropCapabilities = []string{}
+			}
+			if fl.Changed("trust-machine-keyring") {
+				spec.Boot.TrustMachineKeyring = trustMachine
 			}
 			if fl.Changed("no-signed-verity") {
 				v := !noSignedVerity
@@ -179,6 +194,9 @@ run. --json prints the manifest.`,
 	f.StringVar(&espSize, "esp-size", "", "ESP size (default: what the UKI needs, at least 40M)")
 	f.StringVar(&seed, "seed", "", "seed for salts and UUIDs (default intact)")
 	f.StringVar(&onFail, "on-failure", "", "what intact-init does after a failure: halt (default), poweroff, reboot")
+	f.StringArrayVar(&dropCaps, "drop-capability", nil, "capability removed from every process's bounding set at boot, without CAP_ (repeatable; default mac_admin)")
+	f.BoolVar(&keepCaps, "keep-capabilities", false, "drop no capability at boot (root can then switch IPE off)")
+	f.BoolVar(&trustMachine, "trust-machine-keyring", false, "keep the kernel's .machine keyring (MOK keys) trusted; only for hosts booted through shim")
 	f.StringArrayVar(&verityOpts, "verity-option", nil, "dm-verity option for the root (restart_on_corruption, panic_on_corruption, ...)")
 	return c
 }

@@ -69,6 +69,8 @@ func TestHostBuildRunUsage(t *testing.T) {
 		{[]string{"host", "build", filepath.Join(dir, "missing.toml"), "-o", filepath.Join(dir, "out")}, 1, "no such file"},
 		{[]string{"host", "build", "--root", dir, "--var", "disk", "-o", filepath.Join(dir, "out")}, 1, "var.mode"},
 		{[]string{"host", "build", "--root", dir, "--file", "nocolon", "-o", filepath.Join(dir, "out")}, 2, "SRC:DST"},
+		{[]string{"host", "build", "--root", dir, "--drop-capability", "mac_admin", "--keep-capabilities", "-o", filepath.Join(dir, "out")}, 2, "exclude each other"},
+		{[]string{"host", "build", "--root", dir, "--drop-capability", "sys_nonsense", "-o", filepath.Join(dir, "out")}, 1, "boot.drop_capabilities: \"sys_nonsense\""},
 		{[]string{"host", "run", filepath.Join(dir, "disk.img")}, 2, "--keys"},
 		{[]string{"host", "run", filepath.Join(dir, "disk.img"), "--setup-mode"}, 1, "no such file"},
 	} {

@@ -106,6 +106,10 @@ type Config struct {
 	// them again. Names without CAP_, lowercase ("mac_admin": IPE's
 	// enforce switch and policy loads need it).
 	DropCapabilities []string `json:"drop_capabilities,omitempty"`
+	// TrustMachineKeyring keeps .machine (MOK keys) linked into
+	// .secondary_trusted_keys; by default the init unlinks it before
+	// anything else (see keyring.DistrustMachine).
+	TrustMachineKeyring bool `json:"trust_machine_keyring,omitempty"`
 	// OnFailure is what the init does after printing a failure:
 	// FailHalt (default), FailPowerOff or FailReboot. Never a shell.
 	OnFailure string `json:"on_failure,omitempty"`

@@ -31,6 +31,11 @@
 //	ctrprobe verity-exec none|forged open a dm-verity device over a fresh EROFS image of this
 //	                                 program with no / a self-made root-hash signature, mount it,
 //	                                 execute the program from it
+//	ctrprobe efivar-write NAME       mount efivarfs and create NAME under shim's GUID,
+//	                                 non-volatile, holding a certificate of its own (a key
+//	                                 planted for the next boot: MokListRT)
+//	ctrprobe keylink FROM TO         link the keyring FROM into the keyring TO (by name,
+//	                                 e.g. .machine .secondary_trusted_keys)
 //	ctrprobe pause                   wait for SIGTERM or SIGINT (a pod sandbox)
 //	ctrprobe dropcap CAP PROG [ARG..] remove CAP (e.g. mac_admin) from the bounding set,
 //	                                 then execute PROG: everything it starts lacks CAP for good
@@ -55,7 +60,7 @@ const Greeting = "hello from a verified layer"
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: ctrprobe hello|read|write|exec|copyexec|memfdexec|mmapexec|mprotectexec|finit|initmod|ipe-load|ipe-enforce|verity-exec|pause ...")
+		fmt.Fprintln(os.Stderr, "usage: ctrprobe hello|read|write|exec|copyexec|memfdexec|mmapexec|mprotectexec|finit|initmod|ipe-load|ipe-update|ipe-enforce|verity-exec|efivar-write|keylink|dropcap|pause ...")
 		os.Exit(2)
 	}
 	switch args := os.Args[2:]; os.Args[1] {
@@ -185,6 +190,12 @@ func main() {
 			fail("exec", args[1], err, 126)
 		}
 		run(path, args[1:])
+	case "efivar-write":
+		need(args, 1)
+		efivarWrite(args[0])
+	case "keylink":
+		need(args, 2)
+		keyLink(args[0], args[1])
 	case "pause":
 		c := make(chan os.Signal, 1)
 		signal.Notify(c, syscall.SIGTERM, syscall.SIGINT)

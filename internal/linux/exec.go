@@ -2,6 +2,7 @@ package linux
 
 import (
 	"os"
+	"slices"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -57,6 +58,16 @@ var capabilities = map[string]uintptr{
 func CapabilityNumber(name string) (uintptr, bool) {
 	c, ok := capabilities[name]
 	return c, ok
+}
+
+// CapabilityNames lists the names CapabilityNumber knows, sorted.
+func CapabilityNames() []string {
+	names := make([]string, 0, len(capabilities))
+	for n := range capabilities {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
 }
 
 // DropBounding removes a capability from the calling thread's bounding set

@@ -30,6 +30,13 @@ func KeyctlUnlink(key, ring int) error {
 	return wrap(fmt.Sprintf("keyctl unlink %d from %d", key, ring), err)
 }
 
+// KeyctlLink links key into keyring ring (the ring's restriction, if any,
+// decides).
+func KeyctlLink(key, ring int) error {
+	_, err := unix.KeyctlInt(unix.KEYCTL_LINK, key, ring, 0, 0)
+	return wrap(fmt.Sprintf("keyctl link %d into %d", key, ring), err)
+}
+
 // KeyctlInvalidate invalidates key at once (Linux 3.5+).
 func KeyctlInvalidate(key int) error {
 	_, err := unix.KeyctlInt(unix.KEYCTL_INVALIDATE, key, 0, 0, 0)

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/intact-project/intact/dm"
 	"github.com/intact-project/intact/internal/linux"
 	"github.com/intact-project/intact/ipe"
+	"github.com/intact-project/intact/keyring"
 )
 
 var out io.Writer = os.Stdout
@@ -57,6 +59,7 @@ func main() {
 	}
 	check("policy-audit-explains", auditExplains("/tmp/hello-copy"))
 	check("insmod-denied-from-tmpfs", insmodDenied())
+	check("machine-keyring-distrusted", machineDistrusted())
 	secureBoot()
 	canary()
 	fmt.Fprintf(out, "AGENT: var %s\n", fstype("/var"))
@@ -263,6 +266,27 @@ func insmodDenied() error {
 	err = linux.FinitModule(f, "", flags)
 	if !errors.Is(err, syscall.EACCES) {
 		return fmt.Errorf("finit_module %s: %v, want EACCES", dst, err)
+	}
+	return nil
+}
+
+// machineDistrusted: intact-init unlinked .machine (MOK keys) from
+// .secondary_trusted_keys.
+func machineDistrusted() error {
+	m, err := keyring.FindKeyring(keyring.MachineKeyring)
+	if err != nil {
+		return fmt.Errorf("the kernel has no .machine keyring: %w", err)
+	}
+	sec, err := keyring.FindKeyring(keyring.SecondaryKeyring)
+	if err != nil {
+		return err
+	}
+	members, err := keyring.Members(sec)
+	if err != nil {
+		return err
+	}
+	if slices.Contains(members, m) {
+		return errors.New(".machine is still linked into .secondary_trusted_keys")
 	}
 	return nil
 }
