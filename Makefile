@@ -9,7 +9,7 @@ STATICCHECK_VERSION := v0.8.2
 FUZZTIME      ?= 5s
 export STATICCHECK_VERSION
 
-.PHONY: all build deps lint test test-unit test-fuzz test-vm test-vm-containerd test-e2e e2e test-quickstart bench clean
+.PHONY: all build deps lint test test-unit test-fuzz test-vm test-vm-containerd ctr-vm-run vmexec test-e2e e2e test-quickstart bench clean
 
 all: build
 
@@ -35,8 +35,12 @@ test-unit: deps build
 test-fuzz: deps
 	FUZZTIME=$(FUZZTIME) scripts/fuzz
 
-test: lint test-unit test-fuzz test-vm test-e2e test-quickstart
-	@echo "make test: all tiers passed"
+TIERS := lint test-unit test-fuzz test-vm test-e2e test-quickstart
+test:
+	@total=$$(date +%s); for t in $(TIERS); do s=$$(date +%s); \
+		$(MAKE) --no-print-directory $$t || { echo "make test: $$t FAILED after $$(( $$(date +%s) - s ))s"; exit 1; }; \
+		echo "make test: $$t took $$(( $$(date +%s) - s ))s"; done; \
+	echo "make test: all tiers passed in $$(( $$(date +%s) - total ))s"
 
 # Benchmarks against the reference tools (scripts/bench runs every
 # scripts/bench.d/* script; BENCH="verity layer" selects some).
@@ -48,8 +52,11 @@ clean:
 
 # VM tier (internal/vmtest): packages whose tests need device-mapper,
 # fs-verity, IPE or keyrings run inside Debian's kernel under QEMU.
-# Host-side harness tests (negative controls, Secure Boot refusal) run on the
-# host; every package with VM tests runs inside the guest through vmexec.
+# Host-side harness tests (negative controls, Secure Boot refusal, host
+# images, the two-boot experiment) run on the host; every package with VM
+# tests runs inside the guest through vmexec; the intactd tests in a guest
+# with the container stack. The three lanes run at once (each guest keeps
+# about one core busy under TCG); each lane's output is printed when all end.
 VM_PKGS  ?= dm loop keyring verity veritydev fsverity ipe internal/vmtest cmd/intact kmod
 VM_TOOLS ?= veritysetup,dmsetup,openssl,fsverity,mkfs.ext4,mkfs.erofs,keyctl,losetup,findmnt,mount,umount
 VM_TIMING := $(BIN)/vm-timing.log
@@ -58,20 +65,26 @@ VM_TIMING := $(BIN)/vm-timing.log
 TESTMOD   := $(BIN)/testmod
 VM_FILES  := --file $(CURDIR)/$(TESTMOD)/v1/intact_testmod.ko:/intact/testmod/v1/intact_testmod.ko \
 	--file $(CURDIR)/$(TESTMOD)/v2/intact_testmod.ko:/intact/testmod/v2/intact_testmod.ko
-test-vm: deps build
+vmexec:
 	$(GO) build -o $(BIN)/vmexec ./internal/vmtest/cmd/vmexec
+
+test-vm: deps build vmexec
 	$(GO) run ./internal/vmtest/cmd/vmkbuild -o $(TESTMOD) --variant v1:INTACT_TESTMOD_VERSION=1 \
 		--variant v2:INTACT_TESTMOD_VERSION=2 kmod/testdata/testmod
-	@rm -f $(VM_TIMING); start=$$(date +%s); \
-	INTACT_TEST_STRICT=1 INTACT_VM_HOST_TESTS=1 INTACT_VM_TIMING_LOG=$(CURDIR)/$(VM_TIMING) \
+	@rm -f $(VM_TIMING) $(BIN)/vm-lane-*; start=$$(date +%s); \
+	lane() { name=$$1; shift; s=$$(date +%s); "$$@" > $(BIN)/vm-lane-$$name.log 2>&1; rc=$$?; \
+		echo "$$rc $$(( $$(date +%s) - s ))" > $(BIN)/vm-lane-$$name.rc; }; \
+	lane host sh -c 'INTACT_TEST_STRICT=1 INTACT_VM_HOST_TESTS=1 INTACT_VM_TIMING_LOG=$(CURDIR)/$(VM_TIMING) \
 		$(GO) test -count=1 -timeout 20m ./internal/vmtest/ ./host/ && \
-	INTACT_TEST_STRICT=1 INTACT_VM_HOST_TESTS=1 \
-		$(GO) test -count=1 -timeout 20m -run '^TestTwoBootMokListInVM$$' ./kmod/ && \
-	CGO_ENABLED=0 INTACT_TEST_STRICT=1 INTACT_VM_TIMING_LOG=$(CURDIR)/$(VM_TIMING) \
+		INTACT_TEST_STRICT=1 INTACT_VM_HOST_TESTS=1 INTACT_VM_TIMING_LOG=$(CURDIR)/$(VM_TIMING) \
+		$(GO) test -count=1 -timeout 20m -run "^TestTwoBootMokListInVM$$" ./kmod/' & \
+	lane guest env CGO_ENABLED=0 INTACT_TEST_STRICT=1 INTACT_VM_TIMING_LOG=$(CURDIR)/$(VM_TIMING) \
 		$(GO) test -count=1 -p 1 -timeout 20m -exec "$(CURDIR)/$(BIN)/vmexec --mode secureboot --tool $(VM_TOOLS) --file $(CURDIR)/$(BIN)/intact:/usr/bin/intact --file $(CURDIR)/$(BIN)/intact-registry:/usr/bin/intact-registry $(VM_FILES)" \
-		$$(for d in $(VM_PKGS); do [ -d $$d ] && echo ./$$d/...; done); rc=$$?; \
-	if [ $$rc -eq 0 ]; then $(MAKE) --no-print-directory test-vm-containerd; rc=$$?; fi; \
-	cat $(VM_TIMING) 2>/dev/null; echo "test-vm: $$(( $$(date +%s) - start ))s in total"; exit $$rc
+		$$(for d in $(VM_PKGS); do [ -d $$d ] && echo ./$$d/...; done) & \
+	lane containerd $(MAKE) --no-print-directory ctr-vm-run & \
+	wait; rc=0; for l in host guest containerd; do read r secs < $(BIN)/vm-lane-$$l.rc || r=1; \
+		echo "== test-vm lane $$l: exit $$r, $${secs:-?}s"; cat $(BIN)/vm-lane-$$l.log; [ "$$r" = 0 ] || rc=1; done; \
+	cat $(VM_TIMING) 2>/dev/null; echo "test-vm: $$(( $$(date +%s) - start ))s in total (three lanes at once)"; exit $$rc
 
 # The intactd tests (package snapshotter) in their own guest, which carries
 # the real container stack: containerd, ctr, the runc shim, runc and crictl
@@ -79,8 +92,11 @@ test-vm: deps build
 # `intact registry serve` runs) and the container payload ctrprobe.
 CTR_VM_PKGS ?= snapshotter
 CTR_TOOLS   := containerd ctr containerd-shim-runc-v2 runc crictl
-test-vm-containerd: deps build
-	$(GO) build -o $(BIN)/vmexec ./internal/vmtest/cmd/vmexec
+test-vm-containerd: deps build vmexec ctr-vm-run
+
+# (test-vm runs this in its containerd lane: nothing it builds is shared
+# with the other lanes.)
+ctr-vm-run:
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/ctrprobe ./internal/ctrprobe
 	@cbin=$$(scripts/build-containerd) && files=$$(for t in $(CTR_TOOLS); do printf -- '--file %s/%s:/usr/local/bin/%s ' "$$cbin" $$t $$t; done; \
 		for t in intact intact-registry intactd ctrprobe; do printf -- '--file $(CURDIR)/$(BIN)/%s:/usr/local/bin/%s ' $$t $$t; done) && \

@@ -76,6 +76,7 @@ func TestLargeFileOver4GiB(t *testing.T) {
 	const size = 4<<30 + 3<<20 + 123
 	for _, p := range profiles {
 		t.Run(string(p), func(t *testing.T) {
+			t.Parallel() // CPU-bound hashing: one profile per core
 			dir := t.TempDir()
 			sum := sha256.New()
 			c := &converted{path: filepath.Join(dir, "big.img")}
