@@ -39,8 +39,8 @@ func BenchmarkBuilderWrite(b *testing.B) {
 }
 
 // BenchmarkBuildFormat measures the file-based path: a 256 MiB data file in
-// the page cache, mapped in windows (or, "/pread", read by the caller) and
-// hashed on every core, the tree written into a file.
+// the page cache, read by the caller and hashed on every core, the tree
+// written into a file.
 func BenchmarkBuildFormat(b *testing.B) {
 	dir := b.TempDir()
 	const size = 256 << 20
@@ -55,32 +55,27 @@ func BenchmarkBuildFormat(b *testing.B) {
 	}
 	f.Close()
 	for _, bs := range []uint32{512, 4096} {
-		for _, read := range []string{"", "/pread"} {
-			b.Run(strconv.Itoa(int(bs))+read, func(b *testing.B) {
-				p := verity.DefaultParams()
-				p.DataBlockSize, p.HashBlockSize = bs, bs
-				p.Salt = make([]byte, 32)
-				p.DataBlocks = size / uint64(bs)
-				df, _ := os.Open(data)
-				defer df.Close()
-				o := verity.Options{TempDir: dir}
-				if read != "" {
-					verity.DisableMap(&o) // the data read with pread, not mapped
+		b.Run(strconv.Itoa(int(bs)), func(b *testing.B) {
+			p := verity.DefaultParams()
+			p.DataBlockSize, p.HashBlockSize = bs, bs
+			p.Salt = make([]byte, 32)
+			p.DataBlocks = size / uint64(bs)
+			df, _ := os.Open(data)
+			defer df.Close()
+			o := verity.Options{TempDir: dir}
+			b.SetBytes(size)
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				hf, err := os.Create(filepath.Join(dir, "hash"))
+				if err != nil {
+					b.Fatal(err)
 				}
-				b.SetBytes(size)
-				b.ReportAllocs()
-				for i := 0; i < b.N; i++ {
-					hf, err := os.Create(filepath.Join(dir, "hash"))
-					if err != nil {
-						b.Fatal(err)
-					}
-					if _, err := verity.Format(context.Background(), df, p, hf, &o); err != nil {
-						b.Fatal(err)
-					}
-					hf.Close()
+				if _, err := verity.Format(context.Background(), df, p, hf, &o); err != nil {
+					b.Fatal(err)
 				}
-			})
-		}
+				hf.Close()
+			}
+		})
 	}
 }
 

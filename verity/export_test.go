@@ -5,6 +5,3 @@ package verity
 // one the VM tier's CPU model takes) on machines with SHA-NI or AVX-512.
 func DisableSIMD(o *Options) { o.noSIMD = true }
 
-// DisableMap makes Format read its data file with pread instead of mapping
-// it in windows.
-func DisableMap(o *Options) { o.noMap = true }
