@@ -82,7 +82,9 @@ written to --policy-out; sign it with 'intact policy sign'.`,
 					base = text
 				}
 			}
-			if st, err := os.Stat(args[0]); err != nil || !st.IsDir() {
+			if st, err := os.Stat(args[0]); err != nil {
+				return err
+			} else if !st.IsDir() {
 				return fmt.Errorf("%s is not a directory", args[0])
 			}
 			res, err := driver.Pack(e.ctx, args[0], out, opts)

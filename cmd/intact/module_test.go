@@ -100,6 +100,12 @@ func TestDriverPackCLI(t *testing.T) {
 	os.WriteFile(filepath.Join(vol, "gpu.ko"), kmodtest.Module("gpu", "3.0"), 0o644)
 	os.WriteFile(filepath.Join(vol, "firmware", "gpu.bin"), []byte("firmware"), 0o644)
 	img := filepath.Join(dir, "driver.img")
+	// A missing source says so; a file is not a volume directory.
+	for src, want := range map[string]string{filepath.Join(dir, "missing"): "no such file", vf.KeyPEM: "is not a directory"} {
+		if code, _, errs := runCLI(t, "driver", "pack", src, "-o", img, "--key", vf.KeyPEM, "--cert", vf.CertPEM); code != 1 || !strings.Contains(errs, want) {
+			t.Errorf("pack %s: %d %q, want %q", src, code, errs, want)
+		}
+	}
 	// The module is unsigned: refused, nothing written.
 	if code, _, errs := runCLI(t, "driver", "pack", vol, "-o", img, "--key", vf.KeyPEM, "--cert", vf.CertPEM); code != 1 || !strings.Contains(errs, "not signed") {
 		t.Errorf("pack of an unsigned module: %d %q", code, errs)
