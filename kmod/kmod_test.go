@@ -299,6 +299,9 @@ func TestParseErrors(t *testing.T) {
 	if _, err := Sign([]byte("not an elf"), s, SignOptions{}); !errors.Is(err, ErrNotModule) {
 		t.Errorf("signing a non-ELF: %v", err)
 	}
+	if _, err := ReadInfo([]byte("root:x:0:0:root:/root:/bin/sh\n")); !errors.Is(err, ErrNotModule) || !strings.Contains(err.Error(), "not an ELF file") {
+		t.Errorf("ReadInfo of a text file: %v", err)
+	}
 	if _, err := Strip(raw); !errors.Is(err, ErrNotSigned) {
 		t.Errorf("Strip of unsigned: %v", err)
 	}

@@ -154,6 +154,9 @@ func ReadInfo(data []byte) (*Info, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !bytes.HasPrefix(m.Content, []byte(elf.ELFMAG)) {
+		return nil, fmt.Errorf("%w: not an ELF file", ErrNotModule)
+	}
 	f, err := elf.NewFile(bytes.NewReader(m.Content))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotModule, err)
