@@ -19,14 +19,14 @@ import (
 
 // Probe is what the kernel offers intactd.
 type Probe struct {
-	EROFS   string // "loaded" or "module"
-	Overlay string // "loaded" or "module"
+	EROFS   string `json:"erofs"`   // "loaded" or "module"
+	Overlay string `json:"overlay"` // "loaded" or "module"
 	// DMVeritySignatures: the verity target accepts root_hash_sig_key_desc
 	// (CONFIG_DM_VERITY_VERIFY_ROOTHASH_SIG).
-	DMVeritySignatures bool
+	DMVeritySignatures bool `json:"dm_verity_signatures"`
 	// RequireSignatures mirrors dm_verity.require_signatures: the kernel
 	// itself refuses unsigned verity tables.
-	RequireSignatures bool
+	RequireSignatures bool `json:"require_signatures"`
 }
 
 // ProbeKernel checks that the kernel can run intact layers: EROFS and

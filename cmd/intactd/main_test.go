@@ -138,7 +138,7 @@ func TestRefusesWithoutKernelSupport(t *testing.T) {
 		t.Error("a socket was created")
 	}
 	out, _, code := runIntactd(t, "check", "--json")
-	if code != 1 || !strings.Contains(out, `"ok": false`) {
+	if code != 1 || !strings.Contains(out, `"ok": false`) || !strings.Contains(out, `"dm_verity_signatures": false`) {
 		t.Errorf("check --json: exit %d\n%s", code, out)
 	}
 }
