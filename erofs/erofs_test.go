@@ -8,14 +8,18 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/intact-project/intact/erofs"
 	"github.com/intact-project/intact/erofs/erofstest"
@@ -482,4 +486,149 @@ func TestFSConformance(t *testing.T) {
 			t.Errorf("%s: %v", l, err)
 		}
 	}
+}
+
+// TestAddDirPrefetch: AddDir reads ahead on several goroutines; the image
+// must be the one adding the same entries one by one gives (a tree of more
+// entries than it reads ahead, files below, at and above the size it
+// prefetches, hardlinks whose first path is a prefetched file and one whose
+// first path is not), and errors and cancellation must end it without
+// leaving goroutines behind.
+func TestAddDirPrefetch(t *testing.T) {
+	src := t.TempDir()
+	var paths []string
+	for i := range 300 {
+		d := filepath.Join(src, "d"+strconv.Itoa(i%7))
+		os.MkdirAll(d, 0o755)
+		size := (i * 977) % 4096
+		switch i % 50 {
+		case 3:
+			size = 256 << 10 // the largest prefetched size
+		case 4:
+			size = 256<<10 + 1
+		case 5:
+			size = 1 << 20
+		}
+		p := filepath.Join(d, "f"+strconv.Itoa(i))
+		if err := os.WriteFile(p, randomish(i, size), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, p)
+	}
+	os.Link(paths[3], filepath.Join(src, "zz-link-small"))
+	os.Link(paths[5], filepath.Join(src, "zz-link-large"))
+	os.Symlink("d1/f1", filepath.Join(src, "sym"))
+	for i := 0; i < 3; i++ { // the same bytes every time, however the reads interleave
+		var a bytes.Buffer
+		w, _ := erofs.NewWriter(&a, erofs.Options{Layout: erofs.LayoutFull})
+		if err := w.AddDir(context.Background(), src); err != nil {
+			t.Fatal(err)
+		}
+		res, err := w.Finish(context.Background(), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := a.Bytes()
+		copy(got, res.Head)
+		want := addOneByOne(t, src)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("run %d: AddDir's image (%d bytes) differs from adding the entries one by one (%d bytes)", i, len(got), len(want))
+		}
+	}
+
+	before := runtime.NumGoroutine()
+	w, _ := erofs.NewWriter(io.Discard, erofs.Options{Layout: erofs.LayoutFull})
+	if err := w.AddDir(context.Background(), filepath.Join(src, "missing")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing root: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	w, _ = erofs.NewWriter(io.Discard, erofs.Options{Layout: erofs.LayoutFull})
+	if err := w.AddDir(ctx, src); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: %v", err)
+	}
+	// A writer that fails part-way (its output is full) ends the walk too.
+	w, _ = erofs.NewWriter(&failAfter{n: 1 << 20}, erofs.Options{Layout: erofs.LayoutFull})
+	if err := w.AddDir(context.Background(), src); err == nil || !strings.Contains(err.Error(), "output full") {
+		t.Errorf("failing output: %v", err)
+	}
+	for i := 0; runtime.NumGoroutine() > before && i < 100; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Errorf("%d goroutines left behind", n-before)
+	}
+}
+
+type failAfter struct{ n int }
+
+func (f *failAfter) Write(p []byte) (int, error) {
+	if len(p) > f.n {
+		return 0, errors.New("output full")
+	}
+	f.n -= len(p)
+	return len(p), nil
+}
+
+func randomish(seed, n int) []byte {
+	b := make([]byte, n)
+	x := uint32(seed*2654435761 + 1)
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		b[i] = byte(x)
+	}
+	return b
+}
+
+// addOneByOne is AddDir without its read-ahead: every entry in walk order,
+// stat, xattrs and content read as it is added.
+func addOneByOne(t *testing.T, root string) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	w, _ := erofs.NewWriter(&out, erofs.Options{Layout: erofs.LayoutFull})
+	seen := map[uint64]string{}
+	err := filepath.WalkDir(root, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		var st syscall.Stat_t
+		if err := syscall.Lstat(p, &st); err != nil {
+			return err
+		}
+		e := &erofs.Entry{Path: filepath.ToSlash(rel), Mode: st.Mode & 0o7777, UID: st.Uid, GID: st.Gid,
+			MtimeSec: st.Mtim.Sec, MtimeNsec: uint32(st.Mtim.Nsec)}
+		switch st.Mode & syscall.S_IFMT {
+		case syscall.S_IFDIR:
+			e.Type = erofs.TypeDir
+			return w.Add(e, nil)
+		case syscall.S_IFLNK:
+			e.Type = erofs.TypeSymlink
+			e.Linkname, _ = os.Readlink(p)
+			return w.Add(e, nil)
+		}
+		if first, ok := seen[st.Ino]; ok && st.Nlink > 1 {
+			return w.Add(&erofs.Entry{Path: e.Path, Type: erofs.TypeHardlink, Linkname: first}, nil)
+		}
+		seen[st.Ino] = e.Path
+		e.Type, e.Size = erofs.TypeRegular, st.Size
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return w.Add(e, f)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := w.Finish(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := out.Bytes()
+	copy(b, res.Head)
+	return b
 }

@@ -164,7 +164,32 @@ func Build(ctx context.Context, opts Options) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
+	seed := sha256.Sum256([]byte("intact host seed\x00" + s.Disk.Seed))
 	progress("kernel and modules")
+	// The root depends on nothing the kernel step makes: it is built on
+	// its own goroutine while the kernel is read, its modules resolved and
+	// decompressed, and the first initramfs archive compressed.
+	rootCtx, cancelRoot := context.WithCancel(ctx)
+	defer cancelRoot()
+	type rootResult struct {
+		r   *rootImage
+		err error
+	}
+	rootCh := make(chan rootResult, 1)
+	progress("root: EROFS and dm-verity tree")
+	go func() {
+		r, err := buildRoot(rootCtx, s, opts.OutDir, seed, epoch)
+		rootCh <- rootResult{r, err}
+	}()
+	rootDone := false
+	defer func() {
+		if !rootDone { // a kernel-side failure: stop the root, wait, leave nothing
+			cancelRoot()
+			if rr := <-rootCh; rr.err == nil {
+				rr.r.abort()
+			}
+		}
+	}()
 	var kern *Kernel
 	if s.Kernel.Deb != "" {
 		kern, err = LoadKernelDeb(s.Path(s.Kernel.Deb))
@@ -188,28 +213,22 @@ func Build(ctx context.Context, opts Options) (*Manifest, error) {
 	}
 
 	m := &Manifest{Version: 1, KernelRelease: kern.Release, SourceDateEpoch: epoch}
-	seed := sha256.Sum256([]byte("intact host seed\x00" + s.Disk.Seed))
 	// The initramfs is two concatenated archives (the kernel unpacks them
 	// in order): the init and the modules, which do not depend on the root
 	// and are built and compressed while the root is, then the
 	// configuration and the policy.
-	type baseResult struct {
-		b   []byte
-		err error
-	}
-	baseCh := make(chan baseResult, 1)
-	go func() {
-		b, err := baseInitramfs(kern, mods, initBin, s.Boot.Compression, epoch)
-		baseCh <- baseResult{b, err}
-	}()
-	progress("root: EROFS and dm-verity tree")
-	root, err := buildRoot(ctx, s, opts.OutDir, seed, epoch)
-	base := <-baseCh
+	baseInitrd, err := baseInitramfs(kern, mods, initBin, s.Boot.Compression, epoch)
 	if err != nil {
 		return nil, err
 	}
-	if base.err != nil {
-		return nil, base.err
+	rr := <-rootCh
+	rootDone = true
+	if rr.err != nil {
+		return nil, rr.err
+	}
+	root := rr.r
+	if err := root.commit(); err != nil {
+		return nil, err
 	}
 	// The root and its tree go into the disk image while the rest is
 	// built (the ESP, the last partition, follows at the end).
@@ -276,7 +295,7 @@ func Build(ctx context.Context, opts Options) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	initrd := append(base.b, tail...)
+	initrd := append(baseInitrd, tail...)
 	m.Initramfs.Size, m.Initramfs.SHA256, m.Initramfs.Compression = int64(len(initrd)), sha256hex(initrd), s.Boot.Compression
 	for _, md := range mods {
 		m.Initramfs.Modules = append(m.Initramfs.Modules, md.Name)
@@ -352,6 +371,18 @@ type rootImage struct {
 	size, vsize  int64
 	inodes       uint64
 	image, hashf string
+	// files are root.verity and root.erofs, written but not yet named:
+	// Build commits them once the kernel side has succeeded too, or
+	// aborts them.
+	files []*atomicfile.File
+}
+
+func (r *rootImage) commit() error { return atomicfile.CommitAll(r.files...) }
+
+func (r *rootImage) abort() {
+	for _, f := range r.files {
+		f.Abort()
+	}
 }
 
 // teeWriter writes the image to the file and the verity builder at once.
@@ -419,7 +450,16 @@ func buildRoot(ctx context.Context, s *Spec, out string, seed [32]byte, epoch in
 	if err != nil {
 		return nil, err
 	}
-	defer img.Abort() // no-op after Commit; removes the temporary file on failure
+	var hf *atomicfile.File
+	ok := false
+	defer func() { // on failure nothing is left; on success the caller commits
+		if !ok {
+			img.Abort()
+			if hf != nil {
+				hf.Abort()
+			}
+		}
+	}()
 	tee := &teeWriter{w: bufio.NewWriterSize(img, 1<<20), b: b}
 	w, err := erofs.NewWriter(tee, erofs.Options{Layout: erofs.LayoutFull, UUID: derive(seed, "erofs uuid"), MaxEntries: -1})
 	if err != nil {
@@ -490,11 +530,9 @@ func buildRoot(ctx context.Context, s *Spec, out string, seed [32]byte, epoch in
 		return nil, fmt.Errorf("host: %w", err)
 	}
 	hashPath := filepath.Join(out, VerityFile)
-	hf, err := atomicfile.Create(hashPath, 0o644)
-	if err != nil {
+	if hf, err = atomicfile.Create(hashPath, 0o644); err != nil {
 		return nil, err
 	}
-	defer hf.Abort()
 	vr, err := b.Finish(ctx, hf, 0)
 	if err != nil {
 		return nil, fmt.Errorf("host: verity: %w", err)
@@ -503,14 +541,9 @@ func buildRoot(ctx context.Context, s *Spec, out string, seed [32]byte, epoch in
 	if err != nil {
 		return nil, err
 	}
-	if err := hf.Commit(); err != nil {
-		return nil, err
-	}
-	if err := img.Commit(); err != nil {
-		return nil, err
-	}
 	r := &rootImage{hash: vr.RootHash, uuid: uuidString(vuuid), size: res.Size, vsize: vsize,
-		inodes: res.Inodes, image: imgPath, hashf: hashPath}
+		inodes: res.Inodes, image: imgPath, hashf: hashPath, files: []*atomicfile.File{hf, img}}
+	ok = true
 	r.cfg = bootcfg.Verity{Algorithm: vr.Params.Algorithm, DataBlockSize: vr.Params.DataBlockSize, HashBlockSize: vr.Params.HashBlockSize,
 		DataBlocks: vr.Params.DataBlocks, Salt: hex.EncodeToString(vr.Params.Salt), Superblock: !vr.Params.NoSuperblock}
 	return r, nil

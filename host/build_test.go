@@ -459,5 +459,12 @@ func TestBuildRefusesBadSpecs(t *testing.T) {
 		} else if _, err := os.Stat(filepath.Join(out, DiskFile)); err == nil {
 			t.Errorf("%s: left disk.img behind", name)
 		}
+		if name == "unknown module" { // refused by the kernel step, while the root was being built
+			for _, f := range []string{RootFile, VerityFile} {
+				if _, err := os.Stat(filepath.Join(out, f)); err == nil {
+					t.Errorf("%s: left %s behind", name, f)
+				}
+			}
+		}
 	}
 }
