@@ -594,10 +594,11 @@ func addOneByOne(t *testing.T, root string) []byte {
 			return err
 		}
 		rel, _ := filepath.Rel(root, p)
-		var st syscall.Stat_t
-		if err := syscall.Lstat(p, &st); err != nil {
+		fi, err := os.Lstat(p)
+		if err != nil {
 			return err
 		}
+		st := fi.Sys().(*syscall.Stat_t)
 		e := &erofs.Entry{Path: filepath.ToSlash(rel), Mode: st.Mode & 0o7777, UID: st.Uid, GID: st.Gid,
 			MtimeSec: st.Mtim.Sec, MtimeNsec: uint32(st.Mtim.Nsec)}
 		switch st.Mode & syscall.S_IFMT {
