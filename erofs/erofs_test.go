@@ -406,17 +406,7 @@ func TestAddDirAsRoot(t *testing.T) {
 	}
 	l.(*net.UnixListener).SetUnlinkOnClose(false)
 	l.Close()
-	var out bytes.Buffer
-	w, _ := erofs.NewWriter(&out, erofs.Options{Layout: erofs.LayoutFull})
-	if err := w.AddDir(context.Background(), src); err != nil {
-		t.Fatal(err)
-	}
-	res, err := w.Finish(context.Background(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := out.Bytes()
-	copy(b, res.Head)
+	b := addDirImage(t, src)
 	want, err := erofstest.FromDir(src)
 	if err != nil {
 		t.Fatal(err)
@@ -519,17 +509,7 @@ func TestAddDirPrefetch(t *testing.T) {
 	os.Link(paths[5], filepath.Join(src, "zz-link-large"))
 	os.Symlink("d1/f1", filepath.Join(src, "sym"))
 	for i := 0; i < 3; i++ { // the same bytes every time, however the reads interleave
-		var a bytes.Buffer
-		w, _ := erofs.NewWriter(&a, erofs.Options{Layout: erofs.LayoutFull})
-		if err := w.AddDir(context.Background(), src); err != nil {
-			t.Fatal(err)
-		}
-		res, err := w.Finish(context.Background(), 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := a.Bytes()
-		copy(got, res.Head)
+		got := addDirImage(t, src)
 		want := addOneByOne(t, src)
 		if !bytes.Equal(got, want) {
 			t.Fatalf("run %d: AddDir's image (%d bytes) differs from adding the entries one by one (%d bytes)", i, len(got), len(want))
@@ -558,6 +538,30 @@ func TestAddDirPrefetch(t *testing.T) {
 	if n := runtime.NumGoroutine(); n > before {
 		t.Errorf("%d goroutines left behind", n-before)
 	}
+}
+
+// addDirImage is the LayoutFull image AddDir makes of src.
+func addDirImage(t *testing.T, src string) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	w, _ := erofs.NewWriter(&out, erofs.Options{Layout: erofs.LayoutFull})
+	if err := w.AddDir(context.Background(), src); err != nil {
+		t.Fatal(err)
+	}
+	return finishImage(t, w, &out)
+}
+
+// finishImage finishes w, whose output is out, and returns the image with
+// its head written.
+func finishImage(t *testing.T, w *erofs.Writer, out *bytes.Buffer) []byte {
+	t.Helper()
+	res, err := w.Finish(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := out.Bytes()
+	copy(b, res.Head)
+	return b
 }
 
 type failAfter struct{ n int }
@@ -625,11 +629,5 @@ func addOneByOne(t *testing.T, root string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := w.Finish(context.Background(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := out.Bytes()
-	copy(b, res.Head)
-	return b
+	return finishImage(t, w, &out)
 }
