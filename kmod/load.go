@@ -73,23 +73,9 @@ func Load(path string, opts LoadOptions) (*Loaded, error) {
 		return nil, fmt.Errorf("kmod: %w", err)
 	}
 	defer f.Close()
-	st, err := f.Stat()
+	raw, c, err := readOpen(f, path)
 	if err != nil {
-		return nil, fmt.Errorf("kmod: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%w: %s is not a regular file", ErrNotModule, path)
-	}
-	if st.Size() > MaxModuleSize {
-		return nil, fmt.Errorf("%w: %s is %d bytes", ErrTooLarge, path, st.Size())
-	}
-	data := make([]byte, st.Size())
-	if _, err := f.ReadAt(data, 0); err != nil {
-		return nil, fmt.Errorf("kmod: read %s: %w", path, err)
-	}
-	raw, c, err := Decompress(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
 	info, err := ReadInfo(raw)
 	if err != nil {
@@ -135,4 +121,38 @@ func IsLoaded(sysModule, name string) bool {
 	}
 	_, err := os.Stat(filepath.Join(sysModule, strings.ReplaceAll(name, "-", "_")))
 	return err == nil
+}
+
+// ReadFile reads the module file at path, a regular file of at most
+// MaxModuleSize bytes, and decompresses it: the module's ELF bytes (with
+// any signature) and the compression it was stored with.
+func ReadFile(path string) ([]byte, Compression, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, None, fmt.Errorf("kmod: %w", err)
+	}
+	defer f.Close()
+	return readOpen(f, path)
+}
+
+func readOpen(f *os.File, path string) ([]byte, Compression, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, None, fmt.Errorf("kmod: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, None, fmt.Errorf("%w: %s is not a regular file", ErrNotModule, path)
+	}
+	if st.Size() > MaxModuleSize {
+		return nil, None, fmt.Errorf("%w: %s is %d bytes", ErrTooLarge, path, st.Size())
+	}
+	data := make([]byte, st.Size())
+	if _, err := f.ReadAt(data, 0); err != nil {
+		return nil, None, fmt.Errorf("kmod: read %s: %w", path, err)
+	}
+	raw, c, err := Decompress(data)
+	if err != nil {
+		return nil, None, fmt.Errorf("%s: %w", path, err)
+	}
+	return raw, c, nil
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/asn1"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/intact-project/intact/internal/atomicfile"
@@ -30,20 +29,6 @@ as distributions ship them. See docs/drivers.md.`,
 	}
 	c.AddCommand(newModuleSignCmd(e), newModuleVerifyCmd(e), newModuleInspectCmd(e))
 	return c
-}
-
-func readModuleFile(path string) ([]byte, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	if st.Size() > kmod.MaxModuleSize {
-		return nil, fmt.Errorf("%s has %d bytes, more than the %d a module may have", path, st.Size(), kmod.MaxModuleSize)
-	}
-	return os.ReadFile(path)
 }
 
 func parseHashFlag(s string) (crypto.Hash, error) {
@@ -103,13 +88,9 @@ A compressed module is decompressed, signed and compressed again the same way
 			if err != nil {
 				return err
 			}
-			data, err := readModuleFile(args[0])
+			raw, comp, err := kmod.ReadFile(args[0])
 			if err != nil {
 				return err
-			}
-			raw, comp, err := kmod.Decompress(data)
-			if err != nil {
-				return fmt.Errorf("%s: %w", args[0], err)
 			}
 			info, err := kmod.ReadInfo(raw)
 			if err != nil {
@@ -219,13 +200,9 @@ Exit status 1 if any module would be refused.`,
 			var res []moduleVerifyJSON
 			refused := 0
 			for _, p := range args {
-				data, err := readModuleFile(p)
+				raw, comp, err := kmod.ReadFile(p)
 				if err != nil {
 					return err
-				}
-				raw, comp, err := kmod.Decompress(data)
-				if err != nil {
-					return fmt.Errorf("%s: %w", p, err)
 				}
 				v, err := kmod.Verify(raw, opts)
 				if err != nil {
@@ -296,13 +273,9 @@ func newModuleInspectCmd(e *env) *cobra.Command {
 		Short: "Show a module's .modinfo and signature",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			data, err := readModuleFile(args[0])
+			raw, comp, err := kmod.ReadFile(args[0])
 			if err != nil {
 				return err
-			}
-			raw, comp, err := kmod.Decompress(data)
-			if err != nil {
-				return fmt.Errorf("%s: %w", args[0], err)
 			}
 			info, err := kmod.ReadInfo(raw)
 			if err != nil {
