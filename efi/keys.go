@@ -5,14 +5,11 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha1"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,6 +22,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/intact-project/intact/internal/atomicfile"
+	"github.com/intact-project/intact/internal/certs"
 )
 
 // ErrKeys is wrapped by key set errors (missing or mismatched files).
@@ -101,61 +99,21 @@ func issue(parent *KeyPair, opts KeyOptions, cn string, ca bool) (KeyPair, error
 	if err != nil {
 		return KeyPair{}, fmt.Errorf("efi: generate key: %w", err)
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		return KeyPair{}, fmt.Errorf("efi: serial: %w", err)
-	}
-	skid, err := keyID(key.Public())
-	if err != nil {
-		return KeyPair{}, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial.Add(serial, big.NewInt(1)),
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             opts.NotBefore,
-		NotAfter:              opts.NotAfter,
-		BasicConstraintsValid: true,
-		SubjectKeyId:          skid,
-	}
+	subject := pkix.Name{CommonName: cn}
+	tmpl := certs.CodeSigningTemplate(subject, opts.NotBefore, opts.NotAfter)
 	if ca {
-		tmpl.IsCA = true
-		tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
-	} else {
-		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning}
+		tmpl = certs.CATemplate(subject, opts.NotBefore, opts.NotAfter, -1)
 	}
-	issuer, signer := tmpl, crypto.Signer(key)
+	var issuer *x509.Certificate
+	signer := crypto.Signer(key)
 	if parent != nil {
 		issuer, signer = parent.Certificate, parent.Key
-		tmpl.AuthorityKeyId = parent.Certificate.SubjectKeyId
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, key.Public(), signer)
+	cert, err := certs.Issue(tmpl, key.Public(), issuer, signer)
 	if err != nil {
-		return KeyPair{}, fmt.Errorf("efi: certificate %q: %w", cn, err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return KeyPair{}, err
+		return KeyPair{}, fmt.Errorf("efi: %w", err)
 	}
 	return KeyPair{Certificate: cert, Key: key}, nil
-}
-
-// keyID is the SHA-1 of the subjectPublicKey bits (RFC 5280 4.2.1.2 (1)),
-// as openssl computes subjectKeyIdentifier.
-func keyID(pub crypto.PublicKey) ([]byte, error) {
-	spki, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return nil, err
-	}
-	var info struct {
-		Algorithm pkix.AlgorithmIdentifier
-		PublicKey asn1.BitString
-	}
-	if _, err := asn1.Unmarshal(spki, &info); err != nil {
-		return nil, err
-	}
-	sum := sha1.Sum(info.PublicKey.Bytes)
-	return sum[:], nil
 }
 
 // Variable describes one of the Secure Boot key variables.
