@@ -146,19 +146,26 @@ func RepoRoot(dir string) (string, error) {
 // with its modules, OVMF, the systemd EFI stub and virt-firmware, verifies
 // every package against the SHA-256 of the signed archive index, unpacks them
 // and checks the kernel configuration (CheckKernelConfig).
-func Fetch(ctx context.Context, opts FetchOptions) (*Assets, error) {
-	if opts.Cache == "" {
-		opts.Cache = DefaultCacheDir()
+// defaults fills in the zero fields of o: the user's cache, Debian
+// stable, a day before asking the archive again, and offline when
+// INTACT_VM_OFFLINE=1.
+func (o *FetchOptions) defaults() {
+	if o.Cache == "" {
+		o.Cache = DefaultCacheDir()
 	}
-	if opts.Suite == "" {
-		opts.Suite = "stable"
+	if o.Suite == "" {
+		o.Suite = "stable"
 	}
-	if opts.MaxAge == 0 {
-		opts.MaxAge = 24 * time.Hour
+	if o.MaxAge == 0 {
+		o.MaxAge = 24 * time.Hour
 	}
 	if os.Getenv("INTACT_VM_OFFLINE") == "1" {
-		opts.Offline = true
+		o.Offline = true
 	}
+}
+
+func Fetch(ctx context.Context, opts FetchOptions) (*Assets, error) {
+	opts.defaults()
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -248,16 +255,9 @@ func download(ctx context.Context, opts FetchOptions, log *slog.Logger) (*Assets
 		return nil, fmt.Errorf("%w: %w", ErrFetch, err)
 	}
 	// Resolve the metapackage to the versioned kernel package.
-	meta, err := printURIs(ctx, fetch, opts.Suite, debDir, KernelMetaPackage)
+	_, out, err := getWithDepends(ctx, fetch, opts.Suite, debDir, KernelMetaPackage)
 	if err != nil {
 		return nil, err
-	}
-	if err := getDebs(ctx, fetch, opts.Suite, debDir, meta); err != nil {
-		return nil, err
-	}
-	out, err := exec.CommandContext(ctx, "dpkg-deb", "-f", filepath.Join(debDir, meta[0].File), "Depends").Output()
-	if err != nil {
-		return nil, fmt.Errorf("%w: dpkg-deb -f %s: %w", ErrFetch, meta[0].File, err)
 	}
 	kpkg := ""
 	for _, dep := range strings.Split(string(out), ",") {
@@ -346,6 +346,23 @@ func printURIs(ctx context.Context, fetch, suite, _ string, pkgs ...string) ([]D
 
 // getDebs downloads the packages not already in dest with the right hash and
 // verifies every one.
+// getWithDepends downloads pkg into debDir and returns it with its
+// Depends field (dpkg-deb -f), which names what to fetch next.
+func getWithDepends(ctx context.Context, fetch, suite, debDir, pkg string) ([]Deb, []byte, error) {
+	debs, err := printURIs(ctx, fetch, suite, debDir, pkg)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := getDebs(ctx, fetch, suite, debDir, debs); err != nil {
+		return nil, nil, err
+	}
+	out, err := exec.CommandContext(ctx, "dpkg-deb", "-f", filepath.Join(debDir, debs[0].File), "Depends").Output()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: dpkg-deb -f %s: %w", ErrFetch, debs[0].File, err)
+	}
+	return debs, out, nil
+}
+
 func getDebs(ctx context.Context, fetch, suite, dest string, debs []Deb) error {
 	var need []string
 	for _, d := range debs {
@@ -500,18 +517,7 @@ func readConfig(path string) (map[string]string, error) {
 // from Debian stable rather than from this machine's release (ukify and the
 // pefile module it needs, for example).
 func FetchPackages(ctx context.Context, opts FetchOptions, name string, pkgs ...string) (string, error) {
-	if opts.Cache == "" {
-		opts.Cache = DefaultCacheDir()
-	}
-	if opts.Suite == "" {
-		opts.Suite = "stable"
-	}
-	if opts.MaxAge == 0 {
-		opts.MaxAge = 24 * time.Hour
-	}
-	if os.Getenv("INTACT_VM_OFFLINE") == "1" {
-		opts.Offline = true
-	}
+	opts.defaults()
 	if err := os.MkdirAll(opts.Cache, 0o755); err != nil {
 		return "", fmt.Errorf("%w: %w", ErrFetch, err)
 	}

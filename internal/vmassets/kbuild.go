@@ -51,12 +51,7 @@ func FetchKbuild(ctx context.Context, opts FetchOptions) (*Kbuild, error) {
 	if err != nil {
 		return nil, err
 	}
-	if opts.Cache == "" {
-		opts.Cache = DefaultCacheDir()
-	}
-	if opts.Suite == "" {
-		opts.Suite = "stable"
-	}
+	opts.defaults()
 	if opts.RepoRoot == "" {
 		wd, _ := os.Getwd()
 		if opts.RepoRoot, err = RepoRoot(wd); err != nil {
@@ -80,16 +75,9 @@ func FetchKbuild(ctx context.Context, opts FetchOptions) (*Kbuild, error) {
 	if k, err := loadKbuild(manifest, debDir); err == nil {
 		return k, nil
 	}
-	first, err := printURIs(ctx, fetch, opts.Suite, debDir, headers)
+	first, out, err := getWithDepends(ctx, fetch, opts.Suite, debDir, headers)
 	if err != nil {
 		return nil, err
-	}
-	if err := getDebs(ctx, fetch, opts.Suite, debDir, first); err != nil {
-		return nil, err
-	}
-	out, err := exec.CommandContext(ctx, "dpkg-deb", "-f", filepath.Join(debDir, first[0].File), "Depends").Output()
-	if err != nil {
-		return nil, fmt.Errorf("%w: dpkg-deb -f %s: %w", ErrFetch, first[0].File, err)
 	}
 	var more []string
 	for _, dep := range strings.Split(string(out), ",") {
